@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make serve` and `make test`.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 9000
+DATA_DIR ?= .kindling
+
+.PHONY: serve test lint typecheck bench clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Kindling needs Python >= 3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/kindling serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check kindling tests bench
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/invoke_latency.py
+
+clean:
+	rm -rf $(VENV) .kindling .pytest_cache .mypy_cache .ruff_cache

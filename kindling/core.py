@@ -1,0 +1,39 @@
+"""Kindling assembled from its parts for one data dir: the object the frontend talks to."""
+
+from __future__ import annotations
+
+from kindling.frontend import presign
+from kindling.functions.service import FunctionService
+from kindling.invoke.service import InvokeService, base_environment
+from kindling.observability.logs import LogStore
+from kindling.runtimes.registry import Runtimes
+from kindling.scheduler.pool import Scheduler
+from kindling.settings import Settings
+from kindling.store.code import CodeStore
+from kindling.store.db import open_engine
+from kindling.store.functions import FunctionStore
+
+
+class Kindling:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.engine = open_engine(data)
+        self.code = CodeStore(data / "code")
+        self.logs = LogStore(data / "logs")
+        self.url_secret = presign.load_secret(data)
+        self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, Runtimes(settings.runtimes))
+        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive)
+        self.functions.listeners.append(self.scheduler.function_changed)
+        self.invoker = InvokeService(self.functions, self.scheduler)
+
+    def code_path(self, key: str) -> str:
+        return presign.sign(self.url_secret, f"/_kindling/code/{key}.zip")
+
+    async def start(self) -> None:
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        self.engine.dispose()

@@ -1,0 +1,57 @@
+"""Every error Kindling answers, each mapped to its AWS error type and HTTP status.
+
+Below the frontend, code raises these; the frontend turns them into AWS's JSON
+error body plus the ``X-Amzn-ErrorType`` header, so boto3 raises the exception
+class of the same name. Body shapes follow the recorded AWS responses: most carry
+``{"Type": "User", "message": ...}``; ResourceNotFoundException spells it
+``Message``; ValidationException and RequestEntityTooLargeException carry only
+the message.
+"""
+
+from __future__ import annotations
+
+
+class LambdaError(Exception):
+    """An error with AWS's wire identity: a type name, an HTTP status, a message."""
+
+    code = "ServiceException"
+    status = 500
+    kind: str | None = "Service"  # the body's "Type"; None leaves it out
+    message_key = "message"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra  # additional body members, e.g. Reason for throttles
+
+    def body(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.kind:
+            out["Type"] = self.kind
+        out[self.message_key] = self.message
+        out.update(self.extra)
+        return out
+
+
+def _error(name: str, status: int, kind: str | None = "User", key: str = "message") -> type[LambdaError]:
+    return type(name, (LambdaError,), {"code": name, "status": status, "kind": kind, "message_key": key})
+
+
+ValidationException = _error("ValidationException", 400, kind=None)
+InvalidParameterValueException = _error("InvalidParameterValueException", 400)
+InvalidRequestContentException = _error("InvalidRequestContentException", 400)
+RequestTooLargeException = _error("RequestTooLargeException", 413)
+RequestEntityTooLargeException = _error("RequestEntityTooLargeException", 413, kind=None)
+ResourceNotFoundException = _error("ResourceNotFoundException", 404, key="Message")
+ResourceConflictException = _error("ResourceConflictException", 409)
+ResourceInUseException = _error("ResourceInUseException", 400)
+PreconditionFailedException = _error("PreconditionFailedException", 412)
+TooManyRequestsException = _error("TooManyRequestsException", 429)
+CodeStorageExceededException = _error("CodeStorageExceededException", 400)
+UnsupportedMediaTypeException = _error("UnsupportedMediaTypeException", 415)
+ServiceException = _error("ServiceException", 500, kind="Service")
+ResourceNotReadyException = _error("ResourceNotReadyException", 502, kind="Service")
+UnknownOperationException = _error("UnknownOperationException", 404, kind=None)
+AccessDeniedException = _error("AccessDeniedException", 403, kind=None)
+UnrecognizedClientException = _error("UnrecognizedClientException", 403, kind=None)
+InvalidSignatureException = _error("InvalidSignatureException", 403, kind=None)

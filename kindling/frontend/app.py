@@ -1,0 +1,128 @@
+"""The ASGI application: Lambda's REST API plus Kindling's own /_kindling routes.
+
+HTTP stops here. A request is matched to a Lambda operation from botocore's
+model, its members parsed and validated, and the handler called with plain
+values; its result or LambdaError is rendered back in AWS's wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from kindling import errors
+from kindling.core import Kindling
+from kindling.frontend import presign, protocol, validate
+from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
+
+log = logging.getLogger("kindling.frontend")
+
+# The largest request Lambda takes (CreateFunction with a 50 MB zip, base64 in JSON).
+MAX_REQUEST = 70167211
+
+Scope = dict[str, Any]
+
+
+class App:
+    def __init__(self, kindling: Kindling) -> None:
+        self.k = kindling
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        path: str = scope["path"]
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await _read_body(receive, MAX_REQUEST)
+            if path.startswith("/_kindling/"):
+                status, out_headers, payload = self._internal(path, query)
+            else:
+                status, out_headers, payload = await self._lambda(scope, path, query, headers, body, request_id)
+        except errors.LambdaError as exc:
+            status, out_headers, payload = _error(exc)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
+        out_headers.append(("x-amzn-RequestId", request_id))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lambda(self, scope: Scope, path: str, query: dict[str, list[str]], headers: dict[str, str],
+                      body: bytes | None, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        matched = protocol.match(scope["method"], path, query)
+        if matched is None:
+            raise errors.UnknownOperationException(f"Unknown operation {scope['method']} {path}")
+        op, labels = matched
+        handler = HANDLERS.get(op.name)
+        if handler is None:
+            raise errors.UnknownOperationException(f"Kindling does not implement {op.name} yet.")
+        if body is None:
+            raise errors.RequestEntityTooLargeException(
+                f"Request must be smaller than {MAX_REQUEST} bytes for the {op.name} operation")
+        params = protocol.parse_request(op, labels, query, headers, body)
+        if op.input_shape is not None:
+            validate.validate(op.input_shape, params, skip=SKIP_VALIDATION.get(op.name, set()))
+        base_url = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}"
+        result = await HANDLERS[op.name](self.k, Call(params, request_id, base_url, headers.get("x-amzn-trace-id")))
+        return protocol.render_response(op, result)
+
+    def _internal(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
+        if path == "/_kindling/health":
+            return 200, [("Content-Type", "application/json")], b'{"status":"ok"}'
+        if path.startswith("/_kindling/code/") and path.endswith(".zip"):
+            key = path[len("/_kindling/code/"):-len(".zip")]
+            ok = presign.verify(self.k.url_secret, path, query.get("Expires", [""])[0],
+                                query.get("Signature", [""])[0])
+            zip_path = self.k.code.zip_path(key) if key.isalnum() else None
+            if not ok:
+                return 403, [("Content-Type", "application/xml")], (
+                    b"<Error><Code>AccessDenied</Code><Message>Request has expired or its signature does not "
+                    b"match</Message></Error>")
+            if zip_path is None or not zip_path.exists():
+                return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
+            return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
+        if path.startswith("/_kindling/logs/"):
+            group = "/aws/lambda/" + path[len("/_kindling/logs/"):]
+            since = int(query.get("since", ["0"])[0] or 0)
+            events = list(self.k.logs.events(group, since))
+            return 200, [("Content-Type", "application/json")], json.dumps({"events": events}).encode()
+        return 404, [("Content-Type", "application/json")], b'{"message":"Not found"}'
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.k.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.k.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` (read to the end, not kept)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks) if size <= limit else None
+
+
+def _error(exc: errors.LambdaError) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [("Content-Type", "application/json"), ("X-Amzn-ErrorType", exc.code)]
+    return exc.status, headers, json.dumps(exc.body()).encode()

@@ -1,0 +1,57 @@
+"""The Lambda operations Kindling serves: operation name → typed call below the frontend."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kindling.core import Kindling
+
+
+class Call:
+    """What a handler may know of the HTTP request, and nothing more."""
+
+    def __init__(self, params: dict[str, Any], request_id: str, base_url: str, trace_id: str | None) -> None:
+        self.params = params
+        self.request_id = request_id
+        self.base_url = base_url
+        self.trace_id = trace_id
+
+
+Handler = Callable[[Kindling, Call], Awaitable[dict[str, Any]]]
+
+
+def _sync(method: Callable[[Kindling, dict[str, Any]], dict[str, Any]]) -> Handler:
+    async def handler(k: Kindling, call: Call) -> dict[str, Any]:
+        return method(k, call.params)
+    return handler
+
+
+async def _get_function(k: Kindling, call: Call) -> dict[str, Any]:
+    return k.functions.get(call.params, lambda key: call.base_url + k.code_path(key))
+
+
+async def _invoke(k: Kindling, call: Call) -> dict[str, Any]:
+    return await k.invoker.invoke(call.params, call.request_id, call.trace_id)
+
+
+HANDLERS: dict[str, Handler] = {
+    "CreateFunction": _sync(lambda k, p: k.functions.create(p)),
+    "GetFunction": _get_function,
+    "GetFunctionConfiguration": _sync(lambda k, p: k.functions.get_configuration(p)),
+    "ListFunctions": _sync(lambda k, p: k.functions.list(p)),
+    "UpdateFunctionCode": _sync(lambda k, p: k.functions.update_code(p)),
+    "UpdateFunctionConfiguration": _sync(lambda k, p: k.functions.update_configuration(p)),
+    "DeleteFunction": _sync(lambda k, p: k.functions.delete(p)),
+    "GetAccountSettings": _sync(lambda k, p: k.functions.account_settings(k.settings.concurrency_limit)),
+    "TagResource": _sync(lambda k, p: k.functions.tag(p)),
+    "UntagResource": _sync(lambda k, p: k.functions.untag(p)),
+    "ListTags": _sync(lambda k, p: k.functions.list_tags(p)),
+    "Invoke": _invoke,
+}
+
+# Members whose errors Lambda reports as InvalidParameterValueException, checked by the handlers.
+SKIP_VALIDATION: dict[str, set[str]] = {
+    "CreateFunction": {"Runtime"},
+    "UpdateFunctionConfiguration": {"Runtime"},
+}

@@ -1,0 +1,92 @@
+"""Invoke: resolve the function and qualifier, check the payload, run it in an environment."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kindling import errors
+from kindling.functions.service import FunctionService
+from kindling.runtimes.registry import BOOTSTRAP
+from kindling.sandbox.environment import FunctionVersion, InvokeRequest
+from kindling.scheduler.pool import Scheduler
+from kindling.store.functions import FunctionRecord
+
+SYNC_PAYLOAD_LIMIT = 6291456  # 6 MB, each way
+RUNTIME_DIR = str(BOOTSTRAP.parent)
+
+
+class InvokeService:
+    def __init__(self, functions: FunctionService, scheduler: Scheduler) -> None:
+        self.functions = functions
+        self.scheduler = scheduler
+        self._versions: dict[tuple[str, str, str], FunctionVersion] = {}
+
+    def _version(self, rec: FunctionRecord) -> FunctionVersion:
+        key = (rec.name, rec.version, rec.revision_id)
+        fv = self._versions.get(key)
+        if fv is None:
+            task_root = str(self.functions.code.task_root(rec.code_key))
+            argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], task_root))
+            fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv)
+            self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
+            self._versions[key] = fv
+        return fv
+
+    async def invoke(self, p: dict[str, Any], request_id: str, trace_id: str | None = None) -> dict[str, Any]:
+        payload: bytes = p.get("Payload") or b""
+        if len(payload) > SYNC_PAYLOAD_LIMIT:
+            raise errors.RequestTooLargeException(
+                f"Request must be smaller than {SYNC_PAYLOAD_LIMIT} bytes for the InvokeFunction operation")
+        name, qualifier = self.functions.resolve(p["FunctionName"], p.get("Qualifier"))
+        rec = self.functions.store.get(name, qualifier or "$LATEST")
+        if rec is None:
+            raise errors.ResourceNotFoundException(
+                f"Function not found: {self.functions.arn(name, qualifier or '$LATEST')}")
+        if payload:
+            _check_json(payload)
+        else:
+            payload = b"{}"
+        kind = p.get("InvocationType") or "RequestResponse"
+        if kind == "DryRun":
+            return {"StatusCode": 204, "Payload": b""}
+        if kind != "RequestResponse":
+            raise errors.InvalidParameterValueException(
+                "Kindling does not run InvocationType Event yet: only RequestResponse and DryRun.")
+        fv = self._version(rec)
+        invoked_arn = self.functions.arn(name, qualifier)
+        req = InvokeRequest(payload, invoked_arn, p.get("ClientContext"), trace_id, request_id)
+        env = await self.scheduler.acquire(fv)
+        try:
+            result = await env.invoke(req, float(rec.config["Timeout"]))
+        finally:
+            self.scheduler.release(env)
+        out: dict[str, Any] = {"StatusCode": 200, "Payload": result.payload, "ExecutedVersion": rec.version,
+                               "FunctionError": result.function_error}
+        if p.get("LogType") == "Tail":
+            out["LogResult"] = result.log_tail
+        return out
+
+
+def _check_json(payload: bytes) -> None:
+    try:
+        json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidRequestContentException(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}") from None
+
+
+def base_environment(region: str) -> dict[str, str]:
+    """What every environment gets before its function's own variables, as Lambda sets it."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+        "LANG": "en_US.UTF-8",
+        "LC_CTYPE": "C.UTF-8",
+        "TZ": ":UTC",
+        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
+        "PYTHONPATH": RUNTIME_DIR,
+        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "SHLVL": "0",
+    }

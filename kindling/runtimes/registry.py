@@ -1,0 +1,61 @@
+"""Which Lambda runtimes this host can run, and the command that starts each.
+
+python3.9 to python3.13 run Kindling's own bootstrap under a matching
+interpreter found on the host (``--runtimes`` names paths explicitly; otherwise
+PATH and ~/.pyenv/versions are searched). ``provided.al2`` and
+``provided.al2023`` run the function's own executable ``bootstrap``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+
+BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
+PROVIDED = ("provided.al2", "provided.al2023")
+PYTHONS = tuple(f"python3.{minor}" for minor in range(9, 14))
+# Runtimes Lambda no longer lets anyone create or update functions with.
+DEPRECATED = ("python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nodejs4.3", "nodejs6.10",
+              "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x", "java8", "go1.x",
+              "provided", "ruby2.5", "ruby2.7", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1",
+              "dotnetcore3.1", "dotnet6")
+
+
+class Runtimes:
+    def __init__(self, spec: str = "") -> None:
+        self.explicit = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+
+    def interpreter(self, runtime: str) -> str | None:
+        if runtime in self.explicit:
+            return self.explicit[runtime]
+        if runtime in PYTHONS:
+            return _find_python(runtime)
+        return None
+
+    def available(self, runtime: str) -> bool:
+        return runtime in PROVIDED or self.interpreter(runtime) is not None
+
+    def command(self, runtime: str, task_root: str) -> list[str]:
+        """argv that starts the runtime inside an execution environment."""
+        if runtime in PROVIDED:
+            return [os.path.join(task_root, "bootstrap")]
+        interpreter = self.interpreter(runtime)
+        if interpreter is None:
+            raise LookupError(runtime)
+        # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
+        return [interpreter, "-s", str(BOOTSTRAP)]
+
+
+@cache
+def _find_python(runtime: str) -> str | None:
+    """A real interpreter, never a pyenv shim (a shim costs tens of ms per start)."""
+    version = runtime.removeprefix("python")
+    for candidate in sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}"))):
+        return candidate
+    found = shutil.which(f"python{version}")
+    if found and "/shims/" not in found:
+        return os.path.realpath(found)
+    return None

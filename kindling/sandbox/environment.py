@@ -1,0 +1,323 @@
+"""One execution environment: a runtime process, its own Runtime API, its log stream.
+
+Lifecycle as Lambda's: ``start`` spawns the runtime (init runs once, ending at
+its first ``/next``); ``invoke`` hands one event to it and waits for its
+response, error, exit or timeout; an environment serves one invoke at a time
+and is reused while warm; ``shutdown`` sends SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from kindling.observability.logs import LogStore, LogStream, stream_name
+from kindling.runtime_api import server as runtime_api
+from kindling.runtime_api.server import Invocation
+from kindling.sandbox.process import SandboxProcess
+
+INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
+SHUTDOWN_GRACE = 0.5
+TAIL_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionVersion:
+    """Everything an environment needs to know about the code it runs."""
+
+    name: str
+    version: str
+    arn: str
+    config: dict[str, Any]
+    task_root: str
+    argv: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.name, self.version, self.config["RevisionId"]
+
+
+@dataclasses.dataclass
+class InvokeRequest:
+    payload: bytes
+    invoked_arn: str
+    client_context: str | None = None  # base64 JSON, as the Invoke API carries it
+    trace_id: str | None = None
+    request_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclasses.dataclass
+class InvokeResult:
+    payload: bytes
+    function_error: str | None = None
+    log_tail: str | None = None  # base64 of the invoke's last 4 KB of log
+
+
+class ExecutionEnvironment:
+    def __init__(self, fn: FunctionVersion, base_env: dict[str, str], logs: LogStore) -> None:
+        self.fn = fn
+        self.id = uuid.uuid4().hex
+        self.base_env = base_env
+        self.log_group = fn.config["LoggingConfig"]["LogGroup"]
+        self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
+        self.process: SandboxProcess | None = None
+        self.server: asyncio.Server | None = None
+        self.dead = False
+        self.busy = False
+        self.last_used = time.monotonic()
+        self.init_duration_ms: float | None = None  # reported once, on the first invoke
+        self._init_reported = False
+        self._started = 0.0
+        self._initialized = asyncio.Event()
+        self._pending: asyncio.Future[Invocation] | None = None
+        self._current: InvokeRequest | None = None
+        self._result: asyncio.Future[InvokeResult] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._invoke_started = 0.0
+        self._tail = ""
+        self._partial = b""
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        host, port = sock.getsockname()
+        self.server = await runtime_api.serve(sock, self)
+        env = self._environment(f"{host}:{port}")
+        self._started = time.monotonic()
+        self.process = SandboxProcess(list(self.fn.argv), env, self.fn.task_root)
+        loop.add_reader(self.process.output_fd, self._read_output)
+        self.process.watch(loop, self._exited)
+
+    def _environment(self, runtime_api_address: str) -> dict[str, str]:
+        c = self.fn.config
+        env = dict(self.base_env)
+        env.update({
+            "_HANDLER": c.get("Handler") or "",
+            "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": self.fn.version,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(c["MemorySize"]),
+            "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
+            "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
+            "AWS_LAMBDA_RUNTIME_API": runtime_api_address,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{c['Runtime']}",
+            "LAMBDA_TASK_ROOT": self.fn.task_root,
+            "PWD": self.fn.task_root,
+        })
+        env.update((c.get("Environment") or {}).get("Variables") or {})
+        return env
+
+    def shutdown(self) -> None:
+        """SIGTERM now, SIGKILL after a grace period; frees the Runtime API."""
+        if self.dead and self.process is None:
+            return
+        self.dead = True
+        proc = self.process
+        if proc is not None and proc.returncode is None:
+            proc.signal(signal.SIGTERM)
+            asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, proc.kill)
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def _exited(self, code: int) -> None:
+        self._drain()
+        self.dead = True
+        loop = asyncio.get_running_loop()
+        proc = self.process
+        if proc is not None:
+            proc.kill()  # whatever the runtime left behind in its process group
+            loop.remove_reader(proc.output_fd)
+            proc.close()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self._current is not None:
+            if code == 0:
+                reason = "Runtime exited without providing a reason"
+            elif code < 0:
+                reason = f"Runtime exited with error: signal: {signal.Signals(-code).name.removeprefix('SIG').lower()}"
+                reason = reason.replace("signal: kill", "signal: killed")
+            else:
+                reason = f"Runtime exited with error: exit status {code}"
+            self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
+        self.log.flush()
+
+    # -- invoke -------------------------------------------------------------------------------------
+    async def invoke(self, req: InvokeRequest, timeout: float) -> InvokeResult:
+        loop = asyncio.get_running_loop()
+        self.busy = True
+        self._current = req
+        self._tail = ""
+        self._result = loop.create_future()
+        if self._pending is not None and not self._pending.done():
+            self._deliver()
+        if not self._initialized.is_set():
+            self._timer = loop.call_later(INIT_TIMEOUT + timeout, self._timed_out, timeout)
+        try:
+            return await self._result
+        finally:
+            self.busy = False
+            self.last_used = time.monotonic()
+            self._current = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _deliver(self) -> None:
+        req = self._current
+        assert req is not None and self._pending is not None
+        self._invoke_started = time.monotonic()
+        if self._timer is not None:
+            self._timer.cancel()
+        timeout = float(self.fn.config["Timeout"])
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, timeout)
+        self._write_line(f"START RequestId: {req.request_id} Version: {self.fn.version}")
+        deadline = int((time.time() + timeout) * 1000)
+        headers = {"Lambda-Runtime-Deadline-Ms": str(deadline),
+                   "Lambda-Runtime-Invoked-Function-Arn": req.invoked_arn,
+                   "Lambda-Runtime-Trace-Id": req.trace_id or _trace_id()}
+        if req.client_context:
+            try:
+                headers["Lambda-Runtime-Client-Context"] = base64.b64decode(req.client_context).decode()
+            except ValueError:
+                pass
+        self._pending.set_result(Invocation(req.request_id, req.payload, headers))
+        self._pending = None
+
+    def _finish(self, result: InvokeResult, status: str | None = None) -> None:
+        """Write END and REPORT, attach the log tail, and answer the waiting invoke."""
+        req = self._current
+        if req is None or self._result is None or self._result.done():
+            return
+        self._drain()
+        duration = (time.monotonic() - self._invoke_started) * 1000 if self._invoke_started else 0.0
+        self._write_line(f"END RequestId: {req.request_id}")
+        report = (f"REPORT RequestId: {req.request_id}\tDuration: {duration:.2f} ms\t"
+                  f"Billed Duration: {max(1, math.ceil(duration))} ms\t"
+                  f"Memory Size: {self.fn.config['MemorySize']} MB\t"
+                  f"Max Memory Used: {self.process.peak_rss_mb() if self.process else 0} MB\t")
+        if self.init_duration_ms is not None and not self._init_reported:
+            report += f"Init Duration: {self.init_duration_ms:.2f} ms\t"
+            self._init_reported = True
+        if status:
+            report += f"Status: {status}\t"
+        self._write_line(report)
+        self.log.flush()
+        result.log_tail = base64.b64encode(self._tail.encode()[-TAIL_BYTES:]).decode()
+        self._result.set_result(result)
+
+    def _fail(self, error_type: str, message: str, status: str = "error") -> None:
+        body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+        self._finish(InvokeResult(body, "Unhandled"), status)
+
+    def _timed_out(self, timeout: float) -> None:
+        req = self._current
+        if req is None:
+            return
+        self._drain()
+        self._write_line(f"{_iso_now()} {req.request_id} Task timed out after {timeout:.2f} seconds")
+        self._fail("Sandbox.Timedout", f"RequestId: {req.request_id} Error: Task timed out after {timeout:.2f} seconds",
+                   status="timeout")
+        self.shutdown()
+
+    # -- Runtime API handler ------------------------------------------------------------------------
+    async def next_invocation(self) -> Invocation:
+        if not self._initialized.is_set():
+            self.init_duration_ms = (time.monotonic() - self._started) * 1000
+            self._initialized.set()
+        pending = self._pending = asyncio.get_running_loop().create_future()
+        if self._current is not None and self._result is not None and not self._result.done():
+            self._deliver()
+        return await pending
+
+    def _is_current(self, request_id: str) -> bool:
+        return self._current is not None and self._current.request_id == request_id and self._result is not None \
+            and not self._result.done()
+
+    def invocation_response(self, request_id: str, body: bytes, too_large: bool) -> bool:
+        if not self._is_current(request_id):
+            return False
+        if too_large:
+            self._fail("Function.ResponseSizeTooLarge",
+                       f"Response payload size exceeded maximum allowed payload size ({runtime_api.RESPONSE_LIMIT} "
+                       "bytes).")
+        else:
+            self._finish(InvokeResult(body))
+        return True
+
+    def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> bool:
+        if not self._is_current(request_id):
+            return False
+        self._finish(InvokeResult(_error_body(body, error_type), "Unhandled"), "error")
+        return True
+
+    def init_error(self, body: bytes, error_type: str | None) -> None:
+        self._initialized.set()
+        if self._current is not None:
+            self._invoke_started = time.monotonic()
+            self._finish(InvokeResult(_error_body(body, error_type), "Unhandled"), "error")
+        self.shutdown()
+
+    # -- logs ---------------------------------------------------------------------------------------
+    def _read_output(self) -> None:
+        assert self.process is not None
+        fd = self.process.output_fd
+        try:
+            while chunk := os.read(fd, 65536):
+                self._lines(chunk)
+            asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
+        except BlockingIOError:
+            pass
+
+    def _drain(self) -> None:
+        """Take what the runtime already wrote: it flushes before it posts a result."""
+        if self.process is not None and not self.dead:
+            self._read_output()
+
+    def _lines(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        if len(self._partial) > 256 * 1024:  # a line that never ends is still logged
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            self._write_line(line.decode("utf-8", "replace"))
+
+    def _write_line(self, text: str) -> None:
+        self.log.write(text, self._current.request_id if self._current else None)
+        if self._current is not None:
+            self._tail = (self._tail + text + "\n")[-2 * TAIL_BYTES:]
+
+
+def _error_body(body: bytes, error_type: str | None) -> bytes:
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            return body
+    except ValueError:
+        pass
+    message = body.decode("utf-8", "replace")
+    return json.dumps({"errorType": error_type or "Runtime.Unknown", "errorMessage": message}).encode()
+
+
+def _trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+
+
+def _iso_now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"

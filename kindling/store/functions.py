@@ -1,0 +1,109 @@
+"""Functions and their versions in the store. No HTTP, no validation: records in, records out."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from kindling.store.db import functions, versions
+
+LATEST = "$LATEST"
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionRecord:
+    name: str
+    version: str
+    config: dict[str, Any]
+    code_key: str
+    revision_id: str
+    tags: dict[str, str]
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class Conflict(Exception):
+    """The record changed since it was read (its RevisionId moved)."""
+
+
+class FunctionStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, name: str, config: dict[str, Any], code_key: str, tags: dict[str, str]) -> FunctionRecord:
+        rev = config["RevisionId"]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(functions).values(name=name, created=int(time.time() * 1000), tags=tags))
+                conn.execute(insert(versions).values(
+                    function_name=name, version=LATEST, config=config, code_key=code_key, revision_id=rev))
+        except IntegrityError as exc:
+            raise AlreadyExists(name) from exc
+        return FunctionRecord(name, LATEST, config, code_key, rev, tags)
+
+    def get(self, name: str, version: str = LATEST) -> FunctionRecord | None:
+        q = (select(versions.c.config, versions.c.code_key, versions.c.revision_id, functions.c.tags)
+             .join(functions, functions.c.name == versions.c.function_name)
+             .where(versions.c.function_name == name, versions.c.version == version))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return FunctionRecord(name, version, row.config, row.code_key, row.revision_id, row.tags)
+
+    def list_latest(self, marker: str | None, limit: int) -> tuple[list[FunctionRecord], str | None]:
+        """Functions' $LATEST in name order, ``limit`` at a time; the marker is the last name seen."""
+        q = (select(versions.c.function_name, versions.c.config, versions.c.code_key, versions.c.revision_id,
+                    functions.c.tags)
+             .join(functions, functions.c.name == versions.c.function_name)
+             .where(versions.c.version == LATEST).order_by(versions.c.function_name).limit(limit + 1))
+        if marker:
+            q = q.where(versions.c.function_name > marker)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        records = [FunctionRecord(r.function_name, LATEST, r.config, r.code_key, r.revision_id, r.tags)
+                   for r in rows[:limit]]
+        return records, (records[-1].name if len(rows) > limit else None)
+
+    def update(self, record: FunctionRecord, config: dict[str, Any], code_key: str) -> FunctionRecord:
+        """Replace ``record``'s configuration if nobody changed it since it was read."""
+        rev = str(uuid.uuid4())
+        config = {**config, "RevisionId": rev}
+        with self.engine.begin() as conn:
+            n = conn.execute(update(versions).where(
+                versions.c.function_name == record.name, versions.c.version == record.version,
+                versions.c.revision_id == record.revision_id,
+            ).values(config=config, code_key=code_key, revision_id=rev)).rowcount
+        if n != 1:
+            raise Conflict(record.name)
+        return dataclasses.replace(record, config=config, code_key=code_key, revision_id=rev)
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(functions).where(functions.c.name == name).values(tags=tags))
+
+    def delete(self, name: str) -> list[str]:
+        """Remove the function with all its versions; returns the code keys they used."""
+        with self.engine.begin() as conn:
+            keys = conn.execute(select(versions.c.code_key).where(versions.c.function_name == name)).scalars().all()
+            conn.execute(delete(versions).where(versions.c.function_name == name))
+            conn.execute(delete(functions).where(functions.c.name == name))
+        return list(keys)
+
+    def code_keys_in_use(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(versions.c.code_key).distinct()).scalars().all())
+
+    def count(self) -> tuple[int, int]:
+        """(number of functions, total code size of all versions)."""
+        with self.engine.connect() as conn:
+            configs = conn.execute(select(versions.c.config)).scalars().all()
+            n = len(conn.execute(select(functions.c.name)).all())
+        return n, sum(int(c.get("CodeSize", 0)) for c in configs)
