@@ -138,7 +138,7 @@ def test_code_update_gives_a_fresh_environment(lam, create_function):
     fn = create_function(WARM)
     name = fn["FunctionName"]
     _, first = call(lam, name, {})
-    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"X": "1"}})
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"XX": "1"}})
     _, second = call(lam, name, {})
     assert second["env"] != first["env"] and second["count"] == 1
 
@@ -175,10 +175,12 @@ def test_dry_run(lam, create_function):
 def test_invoke_missing_function(lam):
     with pytest.raises(ClientError) as exc:
         lam.invoke(FunctionName="doesnotexist")
-    assert_like(exc.value.response, recorded("lambda_behavior", "test_invoke_exceptions", "invoke_function_doesnotexist")
-                | {"Message": exc.value.response.get("Message")})
-    assert exc.value.response["Error"]["Message"].endswith(":function:doesnotexist:$LATEST") or \
-        exc.value.response["Error"]["Message"].endswith(":function:doesnotexist")
+    expected = recorded("lambda_behavior", "test_invoke_exceptions", "invoke_function_doesnotexist")
+    got = exc.value.response
+    assert got["Error"]["Code"] == expected["Error"]["Code"] and got["Type"] == "User"
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert got["Error"]["Message"] == "Function not found: arn:aws:lambda:us-east-1:000000000000:function:" \
+                                      "doesnotexist:$LATEST"
 
 
 def test_invalid_json_payload(lam, create_function):
@@ -199,7 +201,8 @@ def _error_invoke(lam, create_function, code: str | dict, **kwargs: object) -> t
 
 
 def test_handler_exception(lam, create_function):
-    _, body = _error_invoke(lam, create_function, 'def handler(event, context):\n    raise Exception("Handler fails")\n')
+    code = 'def handler(event, context):\n    raise Exception("Handler fails")\n'
+    _, body = _error_invoke(lam, create_function, code)
     expected = recorded("lambda_behavior", "test_lambda_handler_error", "invocation_error")["Payload"]
     assert_like(body, {**expected, "stackTrace": [
         '  File "<path>app.py", line 2, in handler\n    raise Exception("Handler fails")\n']})
