@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import HELLO, Server
+from tests.conftest import HELLO, Server, make_zip
 from tests.recorded import assert_like, recorded
 
 
@@ -304,3 +305,44 @@ def test_idle_environments_are_reclaimed(tmp_path: Path):
         assert third["env"] != first["env"] and third["count"] == 1
     finally:
         srv.stop()
+
+
+def _installed_package_files(*dists: str) -> dict[str, bytes]:
+    """The files of installed distributions, to ship inside a function's zip as pip --target would."""
+    import importlib.metadata
+
+    files: dict[str, bytes] = {}
+    for dist in dists:
+        for f in importlib.metadata.files(dist) or []:
+            if "__pycache__" in str(f) or ".dist-info" in str(f):
+                continue
+            files[str(f)] = Path(str(f.locate())).read_bytes()
+    return files
+
+
+def test_awslambdaric_runs_unmodified_as_the_runtime_client(lam, create_function):
+    # Given a custom runtime whose bootstrap starts the official runtime interface client from PyPI
+    from kindling.runtimes.registry import Runtimes
+
+    python = Runtimes().interpreter(f"python3.{sys.version_info.minor}")
+    bootstrap = f'#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec {python} -m awslambdaric "$_HANDLER"\n'
+    files = {**_installed_package_files("awslambdaric", "simplejson", "snapshot-restore-py"),
+             "bootstrap": bootstrap, "app.py": CONTEXT}
+    zip_bytes = make_zip(files, modes={"bootstrap": 0o755})
+    fn = create_function(Runtime="provided.al2023", Handler="app.handler", Code={"ZipFile": zip_bytes})
+    name = fn["FunctionName"]
+    # When it is invoked twice, Then it answers through Kindling's Runtime API with the right context
+    out, ctx = call(lam, name, {"a": 1})
+    assert "FunctionError" not in out, ctx
+    assert ctx["function_name"] == name and ctx["invoked_function_arn"] == fn["FunctionArn"]
+    assert ctx["aws_request_id"] == out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert 0 < ctx["remaining"] <= 3000
+    _, again = call(lam, name, {})
+    assert again["env"]["AWS_LAMBDA_LOG_STREAM_NAME"] == ctx["env"]["AWS_LAMBDA_LOG_STREAM_NAME"]  # warm
+    # And a handler error comes back in AWS's shape
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip(
+        {**files, "app.py": 'def handler(event, context):\n    raise ValueError("ric fails")\n'},
+        modes={"bootstrap": 0o755}))
+    out, body = call(lam, name, {})
+    assert out["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "ValueError" and body["errorMessage"] == "ric fails"

@@ -27,7 +27,9 @@ class InvokeService:
         fv = self._versions.get(key)
         if fv is None:
             task_root = str(self.functions.code.task_root(rec.code_key))
-            argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], task_root))
+            backend = self.scheduler.backend
+            argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], backend.task_root or task_root,
+                                                         backend.runtime_dir))
             fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv)
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
             self._versions[key] = fv
@@ -83,8 +85,6 @@ def base_environment(region: str) -> dict[str, str]:
         "LANG": "en_US.UTF-8",
         "LC_CTYPE": "C.UTF-8",
         "TZ": ":UTC",
-        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
-        "PYTHONPATH": RUNTIME_DIR,
         "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,

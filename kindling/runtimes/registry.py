@@ -38,15 +38,20 @@ class Runtimes:
     def available(self, runtime: str) -> bool:
         return runtime in PROVIDED or self.interpreter(runtime) is not None
 
-    def command(self, runtime: str, task_root: str) -> list[str]:
-        """argv that starts the runtime inside an execution environment."""
+    def command(self, runtime: str, task_root: str, runtime_dir: str) -> list[str]:
+        """argv that starts the runtime, with paths as the execution environment sees them."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
         if interpreter is None:
             raise LookupError(runtime)
         # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
-        return [interpreter, "-s", str(BOOTSTRAP)]
+        return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+
+    def prefixes(self) -> list[str]:
+        """Install prefixes of every interpreter found: environments see them read-only."""
+        found = (self.interpreter(r) for r in PYTHONS + tuple(self.explicit))
+        return [str(Path(p).resolve().parent.parent) for p in found if p]
 
 
 @cache

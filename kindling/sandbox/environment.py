@@ -15,7 +15,6 @@ import json
 import math
 import os
 import signal
-import socket
 import time
 import uuid
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
 from kindling.runtime_api.server import Invocation
-from kindling.sandbox.process import SandboxProcess
+from kindling.sandbox import Backend, Sandbox
 
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
 SHUTDOWN_GRACE = 0.5
@@ -38,8 +37,8 @@ class FunctionVersion:
     version: str
     arn: str
     config: dict[str, Any]
-    task_root: str
-    argv: tuple[str, ...]
+    task_root: str  # the extracted code on the host
+    argv: tuple[str, ...]  # the runtime's command, with paths as the environment sees them
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -63,13 +62,14 @@ class InvokeResult:
 
 
 class ExecutionEnvironment:
-    def __init__(self, fn: FunctionVersion, base_env: dict[str, str], logs: LogStore) -> None:
+    def __init__(self, fn: FunctionVersion, base_env: dict[str, str], logs: LogStore, backend: Backend) -> None:
         self.fn = fn
+        self.backend = backend
         self.id = uuid.uuid4().hex
         self.base_env = base_env
         self.log_group = fn.config["LoggingConfig"]["LogGroup"]
         self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
-        self.process: SandboxProcess | None = None
+        self.process: Sandbox | None = None
         self.server: asyncio.Server | None = None
         self.dead = False
         self.busy = False
@@ -89,20 +89,17 @@ class ExecutionEnvironment:
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        host, port = sock.getsockname()
-        self.server = await runtime_api.serve(sock, self)
-        env = self._environment(f"{host}:{port}")
+        c = self.fn.config
         self._started = time.monotonic()
-        self.process = SandboxProcess(list(self.fn.argv), env, self.fn.task_root)
+        self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(), self.fn.task_root,
+                                          int(c["MemorySize"]), int(c["EphemeralStorage"]["Size"]))
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
+        self.server = await runtime_api.serve(self.process.listener, self)
 
-    def _environment(self, runtime_api_address: str) -> dict[str, str]:
+    def _environment(self) -> dict[str, str]:
         c = self.fn.config
+        task_root = self.backend.task_root or self.fn.task_root
         env = dict(self.base_env)
         env.update({
             "_HANDLER": c.get("Handler") or "",
@@ -111,11 +108,12 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(c["MemorySize"]),
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
-            "AWS_LAMBDA_RUNTIME_API": runtime_api_address,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{c['Runtime']}",
-            "LAMBDA_TASK_ROOT": self.fn.task_root,
-            "PWD": self.fn.task_root,
+            "LAMBDA_TASK_ROOT": task_root,
+            "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir,
+            "PYTHONPATH": self.backend.runtime_dir,
+            "PWD": task_root,
         })
         env.update((c.get("Environment") or {}).get("Variables") or {})
         return env
@@ -127,6 +125,7 @@ class ExecutionEnvironment:
         self.dead = True
         proc = self.process
         if proc is not None and proc.returncode is None:
+            proc.freeze(False)
             proc.signal(signal.SIGTERM)
             asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, proc.kill)
         if self.server is not None:
@@ -141,25 +140,32 @@ class ExecutionEnvironment:
         if proc is not None:
             proc.kill()  # whatever the runtime left behind in its process group
             loop.remove_reader(proc.output_fd)
-            proc.close()
         if self.server is not None:
             self.server.close()
             self.server = None
         if self._current is not None:
-            if code == 0:
+            if proc is not None and proc.out_of_memory():
+                self._fail("Runtime.OutOfMemory",
+                           f"RequestId: {self._current.request_id} Error: Runtime exited with error: signal: killed")
+            elif code == 0:
                 reason = "Runtime exited without providing a reason"
             elif code < 0:
                 reason = f"Runtime exited with error: signal: {signal.Signals(-code).name.removeprefix('SIG').lower()}"
                 reason = reason.replace("signal: kill", "signal: killed")
             else:
                 reason = f"Runtime exited with error: exit status {code}"
-            self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
+            if not (proc is not None and proc.out_of_memory()):
+                self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
+        if proc is not None:
+            proc.close()
         self.log.flush()
 
     # -- invoke -------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest, timeout: float) -> InvokeResult:
         loop = asyncio.get_running_loop()
         self.busy = True
+        if self.process is not None:
+            self.process.freeze(False)
         self._current = req
         self._tail = ""
         self._result = loop.create_future()
@@ -170,6 +176,8 @@ class ExecutionEnvironment:
         try:
             return await self._result
         finally:
+            if self.process is not None and not self.dead:
+                self.process.freeze(True)  # no CPU between invokes, as on Lambda
             self.busy = False
             self.last_used = time.monotonic()
             self._current = None
@@ -209,7 +217,7 @@ class ExecutionEnvironment:
         report = (f"REPORT RequestId: {req.request_id}\tDuration: {duration:.2f} ms\t"
                   f"Billed Duration: {max(1, math.ceil(duration))} ms\t"
                   f"Memory Size: {self.fn.config['MemorySize']} MB\t"
-                  f"Max Memory Used: {self.process.peak_rss_mb() if self.process else 0} MB\t")
+                  f"Max Memory Used: {self.process.peak_memory_mb() if self.process else 0} MB\t")
         if self.init_duration_ms is not None and not self._init_reported:
             report += f"Init Duration: {self.init_duration_ms:.2f} ms\t"
             self._init_reported = True
@@ -239,6 +247,8 @@ class ExecutionEnvironment:
         if not self._initialized.is_set():
             self.init_duration_ms = (time.monotonic() - self._started) * 1000
             self._initialized.set()
+            if self.process is not None:
+                self.process.limit_cpu()  # init ran at full speed, invokes get CPU in proportion to memory
         pending = self._pending = asyncio.get_running_loop().create_future()
         if self._current is not None and self._result is not None and not self._result.done():
             self._deliver()

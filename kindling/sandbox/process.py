@@ -1,5 +1,6 @@
-"""The process sandbox backend: an execution environment's process tree.
+"""The process sandbox backend: an execution environment's process tree, without isolation.
 
+Used where Kindling cannot isolate (not root, no cgroups) or when asked to.
 The runtime runs in its own session and process group (so the whole tree is
 signalled at once), with stdin closed and stdout+stderr on one pipe (so the log
 keeps the order the function wrote in). Its exit is watched through a pidfd,
@@ -11,12 +12,34 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 
 
-class SandboxProcess:
+class ProcessBackend:
+    name = "process"
+    task_root: str | None = None  # the host path: environments see the host's file system
+
+    def __init__(self, host_runtime_dir: str) -> None:
+        self.runtime_dir = host_runtime_dir
+
+    async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
+                    tmp_mb: int) -> ProcessSandbox:
+        return ProcessSandbox(argv, env, host_task_root)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessSandbox:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        host, port = self.listener.getsockname()
+        self.runtime_api = f"{host}:{port}"
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": self.runtime_api}
         read_fd, write_fd = os.pipe()
         try:
             self.popen = subprocess.Popen(
@@ -24,6 +47,7 @@ class SandboxProcess:
                 start_new_session=True, close_fds=True)
         except OSError:
             os.close(read_fd)
+            self.listener.close()
             raise
         finally:
             os.close(write_fd)
@@ -49,7 +73,16 @@ class SandboxProcess:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
 
-    def peak_rss_mb(self) -> int:
+    def freeze(self, frozen: bool) -> None:
+        """Not available without cgroups: idle environments keep their CPU."""
+
+    def limit_cpu(self) -> None:
+        """Not available without cgroups."""
+
+    def out_of_memory(self) -> bool:
+        return False
+
+    def peak_memory_mb(self) -> int:
         """Peak resident memory of the runtime process (VmHWM), in MB."""
         try:
             with open(f"/proc/{self.pid}/status", "rb") as f:
@@ -66,3 +99,4 @@ class SandboxProcess:
                 os.close(fd)
             except OSError:
                 pass
+        self.listener.close()

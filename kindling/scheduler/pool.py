@@ -15,14 +15,16 @@ import time
 from collections import defaultdict
 
 from kindling.observability.logs import LogStore
-from kindling.sandbox.environment import ExecutionEnvironment, FunctionVersion
+from kindling.sandbox import Backend
+from kindling.sandbox.environment import SHUTDOWN_GRACE, ExecutionEnvironment, FunctionVersion
 
 log = logging.getLogger("kindling.scheduler")
 
 
 class Scheduler:
-    def __init__(self, logs: LogStore, base_env: dict[str, str], keep_alive: float) -> None:
+    def __init__(self, logs: LogStore, base_env: dict[str, str], keep_alive: float, backend: Backend) -> None:
         self.logs = logs
+        self.backend = backend
         self.base_env = base_env
         self.keep_alive = keep_alive
         self.idle: dict[tuple[str, str, str], list[ExecutionEnvironment]] = defaultdict(list)
@@ -37,7 +39,7 @@ class Scheduler:
             env = pool.pop()
             if not env.dead:
                 return env
-        env = ExecutionEnvironment(fn, self.base_env, self.logs)
+        env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
         self.environments.add(env)
         self._born[env] = self.generation[fn.name]
         try:
@@ -96,8 +98,14 @@ class Scheduler:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def stop(self) -> None:
+        """Lambda's shutdown phase for every environment: SIGTERM, a grace period, SIGKILL."""
         if self._reaper is not None:
             self._reaper.cancel()
-        for env in list(self.environments):
+        envs = list(self.environments)
+        for env in envs:
             env.shutdown()
-        await asyncio.sleep(0)  # let SIGTERMs go out before the loop stops
+        if envs:
+            await asyncio.sleep(SHUTDOWN_GRACE)
+        for env in envs:
+            if env.process is not None and env.process.returncode is None:
+                env.process.kill()

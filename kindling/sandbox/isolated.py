@@ -1,0 +1,170 @@
+"""The isolated sandbox backend, Kindling's side: asks the spawner for environments.
+
+The spawner (kindling.sandbox.spawner, a separate root process) makes each
+environment: its own mount, PID, network, IPC and UTS namespaces, a cgroup
+(memory = MemorySize, CPU in proportion, pids), a private read-only root with
+the code at /var/task and a size-limited /tmp, an unprivileged user without
+capabilities, ``no_new_privs`` and a seccomp filter. The Runtime API socket is
+opened inside the environment's network namespace and handed back here, so it
+is reachable only from inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from kindling.sandbox.cgroups import Cgroup, remove_stale
+from kindling.sandbox.spawner import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT
+
+
+class IsolatedBackend:
+    name = "isolated"
+    task_root: str | None = TASK_ROOT
+    runtime_dir = RUNTIME_DIR
+
+    def __init__(self, data_dir: Path, host_runtime_dir: str, extra_ro: list[str], uid: int, gid: int,
+                 pool: int = 2) -> None:
+        instance = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]  # names this data dir's cgroups
+        remove_stale(instance + "-")
+        mount_point = data_dir / "sandbox-root"
+        mount_point.mkdir(parents=True, exist_ok=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen([sys.executable, "-m", "kindling.sandbox.spawner", str(theirs.fileno())],
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
+                              "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
+                              "instance": instance}).encode())
+        self.sock = ours
+        self.sock.setblocking(False)
+        self.waiting: list[asyncio.Future[tuple[dict, list[int]]]] = []
+        self.exits: dict[int, Callable[[int], None]] = {}
+        self.early_exits: dict[int, int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _listen(self) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, MSG, 1)
+            except BlockingIOError:
+                return
+            if not msg:
+                assert self.loop is not None
+                self.loop.remove_reader(self.sock.fileno())
+                for fut in self.waiting:
+                    fut.set_exception(OSError("the sandbox spawner exited"))
+                return
+            doc = json.loads(msg)
+            if "exit" in doc:
+                callback = self.exits.pop(doc["exit"], None)
+                if callback is None:
+                    self.early_exits[doc["exit"]] = doc["code"]
+                else:
+                    callback(doc["code"])
+            else:
+                self.waiting.pop(0).set_result((doc, fds))
+
+    async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
+                    tmp_mb: int) -> IsolatedSandbox:
+        self._listen()
+        assert self.loop is not None
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
+        read_fd, write_fd = os.pipe()
+        fut: asyncio.Future[tuple[dict, list[int]]] = self.loop.create_future()
+        self.waiting.append(fut)
+        spec = {"id": env_id, "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
+                "tmp_mb": tmp_mb}
+        try:
+            socket.send_fds(self.sock, [json.dumps(spec).encode()], [write_fd])
+        finally:
+            os.close(write_fd)
+        try:
+            doc, fds = await fut
+        except BaseException:
+            os.close(read_fd)
+            raise
+        if not doc["ok"]:
+            os.close(read_fd)
+            raise OSError(f"could not make an execution environment: {doc['error']}")
+        return IsolatedSandbox(self, doc["pid"], Cgroup(doc["cgroup"], create=False), fds[0], read_fd, memory_mb)
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class IsolatedSandbox:
+    runtime_api = f"{RUNTIME_API[0]}:{RUNTIME_API[1]}"
+
+    def __init__(self, backend: IsolatedBackend, pid: int, cgroup: Cgroup, listener_fd: int, output_fd: int,
+                 memory_mb: int) -> None:
+        self.backend = backend
+        self.pid = pid
+        self.cgroup = cgroup
+        self.listener = socket.socket(fileno=listener_fd)
+        self.output_fd = output_fd
+        os.set_blocking(output_fd, False)
+        self.memory_mb = memory_mb
+        self.returncode: int | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int], None]) -> None:
+        def exited(code: int) -> None:
+            self.returncode = code
+            on_exit(code)
+        if self.pid in self.backend.early_exits:
+            loop.call_soon(exited, self.backend.early_exits.pop(self.pid))
+        else:
+            self.backend.exits[self.pid] = exited
+
+    def signal(self, sig: int) -> None:
+        if self.returncode is not None:
+            return
+        if sig == signal.SIGKILL:
+            self.freeze(False)  # a frozen task dies only once thawed
+        try:
+            os.kill(self.pid, sig)  # PID 1 of its namespace: when it dies, the kernel kills the rest
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def freeze(self, frozen: bool) -> None:
+        try:
+            self.cgroup.freeze(frozen)
+        except OSError:
+            pass
+
+    def limit_cpu(self) -> None:
+        self.cgroup.limit_cpu(self.memory_mb)
+
+    def peak_memory_mb(self) -> int:
+        return self.cgroup.peak_memory_mb()
+
+    def out_of_memory(self) -> bool:
+        return self.cgroup.out_of_memory()
+
+    def close(self) -> None:
+        try:
+            os.close(self.output_fd)
+        except OSError:
+            pass
+        self.listener.close()
+        self.cgroup.destroy()
