@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from kindling import credentials
 from kindling.frontend import presign
 from kindling.functions.service import FunctionService
-from kindling.invoke.service import InvokeService, base_environment
+from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
 from kindling.observability.logs import LogStore
 from kindling.runtimes.registry import Runtimes
+from kindling.sandbox import make_backend
 from kindling.scheduler.pool import Scheduler
 from kindling.settings import Settings
 from kindling.store.code import CodeStore
@@ -23,8 +25,13 @@ class Kindling:
         self.code = CodeStore(data / "code")
         self.logs = LogStore(data / "logs")
         self.url_secret = presign.load_secret(data)
-        self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, Runtimes(settings.runtimes))
-        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive)
+        # the key pair API requests must be signed with; created_credentials: made just now, show it once
+        self.credentials, self.created_credentials = credentials.load(settings)
+        runtimes = Runtimes(settings.runtimes)
+        self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
+        self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
+                                    settings.sandbox_gid, settings.sandbox_pool)
+        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend)
         self.functions.listeners.append(self.scheduler.function_changed)
         self.invoker = InvokeService(self.functions, self.scheduler)
 
@@ -36,4 +43,5 @@ class Kindling:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        self.backend.close()
         self.engine.dispose()

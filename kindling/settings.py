@@ -39,8 +39,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runtimes", "", str,
             "Interpreter paths per runtime, e.g. 'python3.12=/usr/bin/python3.12,python3.11=/opt/py/bin/python3'. "
             "Unlisted python3.x runtimes are looked up on PATH and under ~/.pyenv/versions."),
+    Setting("sandbox", "auto", str,
+            "How execution environments are made: 'isolated' (namespaces, cgroups, seccomp; needs root), "
+            "'process' (plain child processes, no isolation), or 'auto' (isolated where possible)."),
+    Setting("sandbox_uid", 993, int, "Unprivileged user id functions run as in isolated environments."),
+    Setting("sandbox_gid", 990, int, "Group id functions run as in isolated environments."),
+    Setting("sandbox_pool", 2, int, "Isolated sandboxes kept ready ahead of cold starts."),
     Setting("concurrency_limit", 1000, int, "Account concurrency limit reported by GetAccountSettings."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
+    Setting("access_key_id", "", str,
+            "Access key id of the key pair every API request must be SigV4-signed with. Empty: the pair kept in "
+            "credentials.json in the data dir, created on first start (`kindling credentials` prints it)."),
+    Setting("secret_access_key", "", str,
+            "Secret access key that goes with --access-key-id; both or neither. Prefer the environment variable."),
 )
 
 
@@ -53,8 +64,14 @@ class Settings:
     account_id: str = "000000000000"
     keep_alive: float = 300.0
     runtimes: str = ""
+    sandbox: str = "auto"
+    sandbox_uid: int = 993
+    sandbox_gid: int = 990
+    sandbox_pool: int = 2
     concurrency_limit: int = 1000
     log_level: str = "info"
+    access_key_id: str = ""
+    secret_access_key: str = dataclasses.field(default="", repr=False)
 
     @property
     def data_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -17,10 +18,16 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
 REGION = "us-east-1"
+# The key pair test servers are started with (KINDLING_ACCESS_KEY_ID / KINDLING_SECRET_ACCESS_KEY)
+ACCESS_KEY_ID = "AKIAKINDLINGTEST0000"
+SECRET_ACCESS_KEY = "kindling/test/secret+key/000000000000000"
 
 
 def free_port() -> int:
@@ -30,10 +37,16 @@ def free_port() -> int:
 
 
 class Server:
-    """A `kindling serve` process on a free port with its own data dir."""
+    """A `kindling serve` process on a free port with its own data dir.
 
-    def __init__(self, data_dir: Path, **settings: str) -> None:
+    It accepts requests signed with ``keys`` (the test pair by default); with ``keys=None`` it is started
+    without KINDLING_ACCESS_KEY_ID/KINDLING_SECRET_ACCESS_KEY and uses (or creates) the pair in its data dir.
+    """
+
+    def __init__(self, data_dir: Path, keys: tuple[str, str] | None = (ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+                 **settings: str) -> None:
         self.data_dir = data_dir
+        self.given_keys = keys
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.settings = settings
@@ -41,7 +54,10 @@ class Server:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self) -> Server:
-        env = {**os.environ, **{f"KINDLING_{k.upper()}": str(v) for k, v in self.settings.items()}}
+        env = {k: v for k, v in os.environ.items() if k not in ("KINDLING_ACCESS_KEY_ID", "KINDLING_SECRET_ACCESS_KEY")}
+        if self.given_keys is not None:
+            env["KINDLING_ACCESS_KEY_ID"], env["KINDLING_SECRET_ACCESS_KEY"] = self.given_keys
+        env.update({f"KINDLING_{k.upper()}": str(v) for k, v in self.settings.items()})
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kindling.cli.main", "serve", "--port", str(self.port),
@@ -72,10 +88,47 @@ class Server:
             self.proc = None
             self.log.close()
 
-    def client(self, service: str = "lambda", **config: object) -> object:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id="test", aws_secret_access_key="test",
+    @property
+    def keys(self) -> tuple[str, str]:
+        """The (access key id, secret) the server accepts: the given pair, else the one in its data dir."""
+        if self.given_keys is not None:
+            return self.given_keys
+        stored = json.loads((self.data_dir / "credentials.json").read_text())
+        return stored["access_key_id"], stored["secret_access_key"]
+
+    def aws_env(self) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for an AWS CLI or SDK process talking to this server."""
+        return {"AWS_ACCESS_KEY_ID": self.keys[0], "AWS_SECRET_ACCESS_KEY": self.keys[1]}
+
+    def client(self, service: str = "lambda", keys: tuple[str, str] | None = None, region: str = REGION,
+               **config: object) -> object:
+        key_id, secret = keys or self.keys
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=region,
+                            aws_access_key_id=key_id, aws_secret_access_key=secret,
                             config=Config(retries={"max_attempts": 1}, read_timeout=120, **config))
+
+    def signed_request(self, method: str, path: str, data: bytes = b"", headers: dict[str, str] | None = None,
+                       keys: tuple[str, str] | None = None) -> urllib.request.Request:
+        """A raw urllib request to this server, SigV4-signed by botocore as boto3 would sign it."""
+        req = AWSRequest(method=method, url=self.endpoint + path, data=data, headers=headers or {})
+        SigV4Auth(Credentials(*(keys or self.keys)), "lambda", REGION).add_auth(req)
+        return urllib.request.Request(self.endpoint + path, data=data or None, method=method,
+                                      headers=dict(req.headers.items()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_credentials() -> Iterator[None]:
+    """AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set to the test pair, as a user would export them, for the CLI and
+    SDK processes tests start (and so that no real AWS credentials from the environment are ever sent)."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -257,8 +257,7 @@ def test_concurrent_updates_never_corrupt(lam, create_function):
 
 
 def test_malformed_json_body(server):
-    req = urllib.request.Request(server.endpoint + "/2015-03-31/functions", data=b"{not json", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = server.signed_request("POST", "/2015-03-31/functions", b"{not json", {"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(req)
     with exc.value:

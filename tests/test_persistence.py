@@ -40,7 +40,7 @@ def test_aws_cli_smoke(server, tmp_path: Path):
     name = unique("cli")
     base = [sys.executable, "-m", "awscli", "lambda", "--endpoint-url", server.endpoint, "--region", "us-east-1",
             "--output", "json"]
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "PATH": "/usr/bin:/bin"}
+    env = {**server.aws_env(), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(base + ["create-function", "--function-name", name, "--runtime", "python3.12",
                                  "--handler", "app.handler", "--role", ROLE, "--zip-file", f"fileb://{zip_path}"],
                          capture_output=True, text=True, env=env, check=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from kindling import credentials as credentials_mod
 from kindling import settings as settings_mod
 from kindling.settings import SETTINGS, Settings
 
@@ -41,8 +42,15 @@ def serve(**options: Any) -> None:
     from kindling.frontend.app import App
 
     cfg = Settings.from_env(**options)
-    kindling = Kindling(cfg)
+    try:
+        kindling = Kindling(cfg)
+    except credentials_mod.CredentialsError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"Kindling {_version()} on http://{cfg.host}:{cfg.port} (data in {cfg.data_path})", err=True)
+    if kindling.created_credentials:
+        click.echo(f"Created the API key pair in {credentials_mod.path(cfg)}; requests must be signed with it "
+                   f"(shown once; `kindling credentials --data-dir {cfg.data_dir}` prints it again):\n"
+                   f"  {kindling.credentials.exports()}", err=True)
     uvicorn.run(App(kindling), host=cfg.host, port=cfg.port, loop="uvloop", http="httptools", lifespan="on",
                 access_log=False, log_level=cfg.log_level, timeout_graceful_shutdown=5)
 
@@ -53,19 +61,52 @@ def settings_doc() -> None:
     click.echo(settings_mod.markdown(), nl=False)
 
 
+data_dir_option = click.option("--data-dir", envvar="KINDLING_DATA_DIR", default=None, show_envvar=True,
+                               help="Kindling's data dir, whose credentials.json is used. [default: .kindling]")
+
+
+@cli.command("credentials")
+@data_dir_option
+def show_credentials(data_dir: str | None) -> None:
+    """Print the key pair API requests must be signed with, and the shell line that makes clients use it."""
+    try:
+        pair, _ = credentials_mod.load(Settings.from_env(data_dir=data_dir), create=False)
+    except credentials_mod.CredentialsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"# Access key id:     {pair.access_key_id}\n# Secret access key: {pair.secret_access_key}")
+    click.echo(pair.exports())
+
+
 # -- client commands ------------------------------------------------------------------------------
-endpoint_option = click.option("--endpoint-url", envvar="KINDLING_ENDPOINT", default="http://127.0.0.1:9000",
-                               show_default=True, help="Kindling's API.")
+def endpoint_option(f: Any) -> Any:
+    """--endpoint-url, and --data-dir for the credentials when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset."""
+    return click.option("--endpoint-url", envvar="KINDLING_ENDPOINT", default="http://127.0.0.1:9000",
+                        show_default=True, help="Kindling's API.")(data_dir_option(f))
 
 
-def _client(endpoint: str) -> Any:
+def _signing(data_dir: str | None) -> tuple[Any, str]:
+    """(botocore Credentials, region): AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else Kindling's own pair."""
+    from botocore.credentials import Credentials
+
+    cfg = Settings.from_env(data_dir=data_dir)
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return Credentials(key, secret), cfg.region
+    try:
+        pair, _ = credentials_mod.load(cfg, create=False)
+    except credentials_mod.CredentialsError as exc:
+        raise click.ClickException(f"{exc}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass the server's "
+                                   "--data-dir.") from exc
+    return Credentials(pair.access_key_id, pair.secret_access_key), cfg.region
+
+
+def _client(endpoint: str, data_dir: str | None) -> Any:
     import boto3
     from botocore.config import Config
 
-    cfg = Settings.from_env()
-    return boto3.client("lambda", endpoint_url=endpoint, region_name=cfg.region,
-                        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "kindling"),
-                        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "kindling"),
+    creds, region = _signing(data_dir)
+    return boto3.client("lambda", endpoint_url=endpoint, region_name=region, aws_access_key_id=creds.access_key,
+                        aws_secret_access_key=creds.secret_key,
                         config=Config(retries={"max_attempts": 1}, read_timeout=900))
 
 
@@ -88,7 +129,10 @@ def _fail(exc: Exception) -> None:
 
     if isinstance(exc, ClientError):
         err = exc.response["Error"]
-        raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
+        hint = " (`kindling credentials --data-dir DIR` prints the server's key pair)" \
+            if err.get("Code") in ("UnrecognizedClientException", "InvalidSignatureException") else ""
+        message = str(err.get("Message", "")).split("\n\n")[0]  # not the canonical request a mismatch carries
+        raise click.ClickException(f"{err.get('Code')}: {message}{hint}")
     raise click.ClickException(str(exc))
 
 
@@ -102,9 +146,9 @@ def _fail(exc: Exception) -> None:
 @click.option("--env", "env", multiple=True, help="KEY=VALUE, repeatable.")
 @endpoint_option
 def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | None, timeout: int | None,
-           env: tuple[str, ...], endpoint_url: str) -> None:
+           env: tuple[str, ...], endpoint_url: str, data_dir: str | None) -> None:
     """Create or update a function from a directory or a zip."""
-    client = _client(endpoint_url)
+    client = _client(endpoint_url, data_dir)
     code = _zip(source)
     config: dict[str, Any] = {"Runtime": runtime, "Handler": handler}
     if memory:
@@ -130,9 +174,9 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
 
 @cli.command("ls")
 @endpoint_option
-def list_functions(endpoint_url: str) -> None:
+def list_functions(endpoint_url: str, data_dir: str | None) -> None:
     """List functions."""
-    client = _client(endpoint_url)
+    client = _client(endpoint_url, data_dir)
     try:
         for page in client.get_paginator("list_functions").paginate():
             for fn in page["Functions"]:
@@ -145,10 +189,10 @@ def list_functions(endpoint_url: str) -> None:
 @cli.command("rm")
 @click.argument("name")
 @endpoint_option
-def remove(name: str, endpoint_url: str) -> None:
+def remove(name: str, endpoint_url: str, data_dir: str | None) -> None:
     """Delete a function."""
     try:
-        _client(endpoint_url).delete_function(FunctionName=name)
+        _client(endpoint_url, data_dir).delete_function(FunctionName=name)
         click.echo(f"deleted {name}")
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
@@ -160,13 +204,14 @@ def remove(name: str, endpoint_url: str) -> None:
 @click.option("--qualifier", default=None)
 @click.option("--logs/--no-logs", "show_logs", default=False, help="Print the invoke's log tail to stderr.")
 @endpoint_option
-def invoke(name: str, payload: str, qualifier: str | None, show_logs: bool, endpoint_url: str) -> None:
+def invoke(name: str, payload: str, qualifier: str | None, show_logs: bool, endpoint_url: str,
+           data_dir: str | None) -> None:
     """Invoke a function and print its result."""
     args: dict[str, Any] = {"FunctionName": name, "Payload": payload.encode(), "LogType": "Tail"}
     if qualifier:
         args["Qualifier"] = qualifier
     try:
-        out = _client(endpoint_url).invoke(**args)
+        out = _client(endpoint_url, data_dir).invoke(**args)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -182,14 +227,29 @@ def invoke(name: str, payload: str, qualifier: str | None, show_logs: bool, endp
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--since", default=0, type=int, help="Only lines at or after this epoch ms.")
 @endpoint_option
-def logs(name: str, follow: bool, since: int, endpoint_url: str) -> None:
+def logs(name: str, follow: bool, since: int, endpoint_url: str, data_dir: str | None) -> None:
     """Print a function's log (all its streams, in time order)."""
+    import urllib.error
+    import urllib.parse
     import urllib.request
 
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    creds, region = _signing(data_dir)
+    signer = SigV4Auth(creds, "lambda", region)
     seen: set[tuple[object, ...]] = set()
     while True:
-        with urllib.request.urlopen(f"{endpoint_url}/_kindling/logs/{name}?since={since}") as resp:
-            events = json.load(resp)["events"]
+        url = f"{endpoint_url}/_kindling/logs/{urllib.parse.quote(name, safe='')}?since={since}"
+        signed = AWSRequest(method="GET", url=url)
+        signer.add_auth(signed)  # like every API request, signed (fresh X-Amz-Date each poll)
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=dict(signed.headers.items()))) as resp:
+                events = json.load(resp)["events"]
+        except urllib.error.HTTPError as exc:
+            with exc:
+                message = str(json.loads(exc.read() or b"{}").get("message", exc.reason)).split("\n\n")[0]
+            raise click.ClickException(f"{exc.headers.get('X-Amzn-ErrorType', exc.code)}: {message}") from exc
         for e in events:
             key = (e["timestamp"], e["logStreamName"], e["message"])
             if key in seen:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from kindling import errors
 from kindling.core import Kindling
-from kindling.frontend import presign, protocol, validate
+from kindling.frontend import auth, presign, protocol, validate
 from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
 
 log = logging.getLogger("kindling.frontend")
@@ -29,6 +29,8 @@ Scope = dict[str, Any]
 class App:
     def __init__(self, kindling: Kindling) -> None:
         self.k = kindling
+        self.verifier = auth.Verifier({kindling.credentials.access_key_id: kindling.credentials.secret_access_key},
+                                      kindling.settings.region)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -41,6 +43,8 @@ class App:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body = await _read_body(receive, MAX_REQUEST)
+            if auth.required(path, body):
+                self.verifier.verify(scope, headers, query, body)
             if path.startswith("/_kindling/"):
                 status, out_headers, payload = self._internal(path, query)
             else:
@@ -51,6 +55,8 @@ class App:
             log.exception("request %s failed", request_id)
             status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
         out_headers.append(("x-amzn-RequestId", request_id))
+        if status not in (204, 304):
+            out_headers.append(("Content-Length", str(len(payload))))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]})
         await send({"type": "http.response.body", "body": payload})

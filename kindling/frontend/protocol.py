@@ -186,6 +186,8 @@ def render_response(op: OperationModel, result: dict[str, Any]) -> tuple[int, li
             body = value if isinstance(value, bytes) else json.dumps(_to_json(member, value)).encode()
         else:
             doc[name] = _to_json(member, value)
+    if status in (204, 304):
+        return status, headers, b""  # no content, whatever the operation's other members
     if body is None:
         body = json.dumps(doc).encode()
         headers.append(("Content-Type", "application/json"))
