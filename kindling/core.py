@@ -28,6 +28,7 @@ class Kindling:
         # the key pair API requests must be signed with; created_credentials: made just now, show it once
         self.credentials, self.created_credentials = credentials.load(settings)
         runtimes = Runtimes(settings.runtimes)
+        runtimes.precompile()
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -47,6 +48,20 @@ class Runtimes:
             raise LookupError(runtime)
         # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
         return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+
+    def precompile(self) -> None:
+        """Compile the bootstrap's code cache for every interpreter here, once: environments see
+        the runtime directory read-only and would otherwise compile it on every cold start."""
+        for runtime in PYTHONS:
+            interpreter = self.interpreter(runtime)
+            if interpreter is None:
+                continue
+            tag = "cpython-" + runtime.removeprefix("python").replace(".", "")
+            cache = BOOTSTRAP.parent / "__pycache__" / f"bootstrap.body.{tag}.pyc"
+            if cache.exists() and cache.stat().st_mtime >= BOOTSTRAP.stat().st_mtime:
+                continue
+            subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
     def prefixes(self) -> list[str]:
         """Install prefixes of every interpreter found: environments see them read-only."""
