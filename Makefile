@@ -15,6 +15,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	@# libseccomp for the sandbox's seccomp filter (Debian's package; usually already there)
+	@dpkg -s libseccomp2 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q libseccomp2; } || true
 	$(BIN)/pip install -q -e .
 	@touch $@
 
