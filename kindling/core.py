@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from kindling import credentials
 from kindling.frontend import presign
+from kindling.functions.concurrency import ConcurrencyService
 from kindling.functions.service import FunctionService
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
 from kindling.observability.logs import LogStore
 from kindling.runtimes.registry import Runtimes
 from kindling.sandbox import make_backend
+from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
 from kindling.settings import Settings
 from kindling.store.code import CodeStore
+from kindling.store.concurrency import ConcurrencyStore
 from kindling.store.db import open_engine
 from kindling.store.functions import FunctionStore
 
@@ -32,9 +35,17 @@ class Kindling:
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool)
-        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend)
+        counter = Counter(settings.concurrency_limit)
+        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend,
+                                   counter, settings.memory_budget_mb)
+        self.concurrency = ConcurrencyService(self.functions, ConcurrencyStore(self.engine), counter)
         self.functions.listeners.append(self.scheduler.function_changed)
+        self.functions.listeners.append(self._forget_deleted)
         self.invoker = InvokeService(self.functions, self.scheduler)
+
+    def _forget_deleted(self, name: str) -> None:
+        if self.functions.store.get(name) is None:
+            self.concurrency.function_deleted(name)
 
     def code_path(self, key: str) -> str:
         return presign.sign(self.url_secret, f"/_kindling/code/{key}.zip")

@@ -45,7 +45,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_uid", 993, int, "Unprivileged user id functions run as in isolated environments."),
     Setting("sandbox_gid", 990, int, "Group id functions run as in isolated environments."),
     Setting("sandbox_pool", 2, int, "Isolated sandboxes kept ready ahead of cold starts."),
-    Setting("concurrency_limit", 1000, int, "Account concurrency limit reported by GetAccountSettings."),
+    Setting("concurrency_limit", 1000, int, "Account concurrency limit: invokes in flight across all functions."),
+    Setting("memory_budget_mb", 0, int,
+            "Memory the execution environments of this node may take (sum of MemorySize); 0: 80% of the machine."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
     Setting("access_key_id", "", str,
             "Access key id of the key pair every API request must be SigV4-signed with. Empty: the pair kept in "
@@ -69,6 +71,7 @@ class Settings:
     sandbox_gid: int = 990
     sandbox_pool: int = 2
     concurrency_limit: int = 1000
+    memory_budget_mb: int = 0
     log_level: str = "info"
     access_key_id: str = ""
     secret_access_key: str = dataclasses.field(default="", repr=False)

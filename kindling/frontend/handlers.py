@@ -28,7 +28,11 @@ def _sync(method: Callable[[Kindling, dict[str, Any]], dict[str, Any]]) -> Handl
 
 
 async def _get_function(k: Kindling, call: Call) -> dict[str, Any]:
-    return k.functions.get(call.params, lambda key: call.base_url + k.code_path(key))
+    out = k.functions.get(call.params, lambda key: call.base_url + k.code_path(key))
+    reserved = k.concurrency.store.get(out["Configuration"]["FunctionName"])
+    if reserved is not None:
+        out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
+    return out
 
 
 async def _invoke(k: Kindling, call: Call) -> dict[str, Any]:
@@ -43,7 +47,10 @@ HANDLERS: dict[str, Handler] = {
     "UpdateFunctionCode": _sync(lambda k, p: k.functions.update_code(p)),
     "UpdateFunctionConfiguration": _sync(lambda k, p: k.functions.update_configuration(p)),
     "DeleteFunction": _sync(lambda k, p: k.functions.delete(p)),
-    "GetAccountSettings": _sync(lambda k, p: k.functions.account_settings(k.settings.concurrency_limit)),
+    "GetAccountSettings": _sync(lambda k, p: k.concurrency.account(k.functions.account_settings(0))),
+    "PutFunctionConcurrency": _sync(lambda k, p: k.concurrency.put(p)),
+    "GetFunctionConcurrency": _sync(lambda k, p: k.concurrency.get(p)),
+    "DeleteFunctionConcurrency": _sync(lambda k, p: k.concurrency.delete(p)),
     "TagResource": _sync(lambda k, p: k.functions.tag(p)),
     "UntagResource": _sync(lambda k, p: k.functions.untag(p)),
     "ListTags": _sync(lambda k, p: k.functions.list_tags(p)),

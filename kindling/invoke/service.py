@@ -58,11 +58,8 @@ class InvokeService:
         fv = self._version(rec)
         invoked_arn = self.functions.arn(name, qualifier)
         req = InvokeRequest(payload, invoked_arn, p.get("ClientContext"), trace_id, request_id)
-        env = await self.scheduler.acquire(fv)
-        try:
+        async with self.scheduler.environment(fv) as env:
             result = await env.invoke(req, float(rec.config["Timeout"]))
-        finally:
-            self.scheduler.release(env)
         out: dict[str, Any] = {"StatusCode": 200, "Payload": result.payload, "ExecutedVersion": rec.version,
                                "FunctionError": result.function_error}
         if p.get("LogType") == "Tail":

@@ -1,70 +1,175 @@
-"""Warm pools of execution environments, one pool per function version.
+"""Warm pools of execution environments, one per function version, within the node's memory.
 
-An invoke takes an idle environment of its version (the most recently used, so
-the rest can go cold and be reclaimed) or starts a new one. A changed function
-bumps its generation: idle environments of the old one are shut down at once,
-busy ones as soon as they finish. Environments idle past the keep-alive are
-reclaimed by a periodic reaper.
+An invoke is admitted by the Counter, then takes an idle environment of its
+version (the most recently used, so the rest can go cold) or waits for one.
+Cold starts coalesce: a version starts a new environment only while it has
+more waiting invokes than environments starting, and whichever environment
+comes free first (a new one, or a warm one finishing) serves the oldest
+waiter. New environments must fit in the memory budget (the sum of their
+MemorySize); idle environments are reclaimed least recently used first to make
+room, and an invoke that cannot get room is throttled rather than left
+waiting. A changed function bumps its generation: idle environments of the old
+one are shut down at once, busy ones as soon as they finish. Environments idle
+past the keep-alive are reclaimed by a periodic reaper.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 
 from kindling.observability.logs import LogStore
 from kindling.sandbox import Backend
 from kindling.sandbox.environment import SHUTDOWN_GRACE, ExecutionEnvironment, FunctionVersion
+from kindling.scheduler.limits import Counter, ScaleRate, throttled
 
 log = logging.getLogger("kindling.scheduler")
 
+Key = tuple[str, str, str]
+
+
+class VersionPool:
+    def __init__(self) -> None:
+        self.idle: list[ExecutionEnvironment] = []
+        self.waiters: deque[asyncio.Future[ExecutionEnvironment]] = deque()
+        self.starting = 0
+
 
 class Scheduler:
-    def __init__(self, logs: LogStore, base_env: dict[str, str], keep_alive: float, backend: Backend) -> None:
+    def __init__(self, logs: LogStore, base_env: dict[str, str], keep_alive: float, backend: Backend,
+                 counter: Counter | None = None, memory_budget_mb: int = 0) -> None:
         self.logs = logs
         self.backend = backend
         self.base_env = base_env
         self.keep_alive = keep_alive
-        self.idle: dict[tuple[str, str, str], list[ExecutionEnvironment]] = defaultdict(list)
+        self.counter = counter or Counter(1000)
+        self.memory_budget_mb = memory_budget_mb or _default_budget_mb()
+        self.scale = ScaleRate()
+        self.pools: dict[Key, VersionPool] = defaultdict(VersionPool)
         self.environments: set[ExecutionEnvironment] = set()
         self.generation: dict[str, int] = defaultdict(int)
         self._born: dict[ExecutionEnvironment, int] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.cold_starts = 0
+
+    # -- the invoke path ----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def environment(self, fn: FunctionVersion) -> AsyncIterator[ExecutionEnvironment]:
+        """An environment of ``fn`` for one invoke, counted against its concurrency while in use."""
+        self.counter.admit(fn.name)
+        try:
+            env = await self.acquire(fn)
+            try:
+                yield env
+            finally:
+                self.release(env)
+        finally:
+            self.counter.done(fn.name)
 
     async def acquire(self, fn: FunctionVersion) -> ExecutionEnvironment:
-        pool = self.idle.get(fn.key)
-        while pool:
-            env = pool.pop()
+        pool = self.pools[fn.key]
+        while pool.idle:
+            env = pool.idle.pop()
             if not env.dead:
                 return env
+            self._forget(env)
+        waiter: asyncio.Future[ExecutionEnvironment] = asyncio.get_running_loop().create_future()
+        pool.waiters.append(waiter)
+        try:
+            if pool.starting < len(pool.waiters):
+                self._start(fn, pool)
+            return await waiter
+        except BaseException:
+            if waiter in pool.waiters:
+                pool.waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())  # handed over just as this invoke gave up
+            raise
+
+    def _start(self, fn: FunctionVersion, pool: VersionPool) -> None:
+        """Start one environment for ``pool``'s waiters, or throttle the newest waiter if there is no room."""
+        try:
+            self.scale.take(fn.name)
+            self._make_room(int(fn.config["MemorySize"]))
+        except Exception as exc:
+            pool.waiters.pop().set_exception(exc)
+            return
         env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
         self.environments.add(env)
         self._born[env] = self.generation[fn.name]
+        pool.starting += 1
+        self.cold_starts += 1
+        asyncio.get_running_loop().create_task(self._boot(env, pool))
+
+    async def _boot(self, env: ExecutionEnvironment, pool: VersionPool) -> None:
         try:
             await env.start()
-        except BaseException:
+        except Exception as exc:
+            log.exception("could not start an execution environment for %s", env.fn.name)
+            pool.starting -= 1
             self._forget(env)
             env.shutdown()
-            raise
-        log.debug("started environment %s for %s:%s", env.id, fn.name, fn.version)
-        return env
+            if pool.waiters:
+                pool.waiters.popleft().set_exception(exc)
+            return
+        pool.starting -= 1
+        self._hand_over(env, pool)
+
+    def _hand_over(self, env: ExecutionEnvironment, pool: VersionPool) -> None:
+        while pool.waiters:
+            waiter = pool.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(env)
+                return
+        pool.idle.append(env)
 
     def release(self, env: ExecutionEnvironment) -> None:
+        pool = self.pools[env.fn.key]
         if env.dead or self._born.get(env) != self.generation[env.fn.name]:
             env.shutdown()
             self._forget(env)
+            if pool.waiters and pool.starting < len(pool.waiters):
+                self._start(env.fn, pool)
         else:
-            self.idle[env.fn.key].append(env)
+            self._hand_over(env, pool)
 
+    # -- memory -------------------------------------------------------------------------------------
+    def memory_in_use_mb(self) -> int:
+        return sum(int(e.fn.config["MemorySize"]) for e in self.environments)
+
+    def _make_room(self, need_mb: int) -> None:
+        """Reclaim idle environments, least recently used first, until ``need_mb`` fits; else throttle."""
+        free = self.memory_budget_mb - self.memory_in_use_mb()
+        if free >= need_mb:
+            return
+        idle = sorted((e for p in self.pools.values() for e in p.idle), key=lambda e: e.last_used)
+        for env in idle:
+            if free >= need_mb:
+                break
+            self.pools[env.fn.key].idle.remove(env)
+            env.shutdown()
+            self._forget(env)
+            free += int(env.fn.config["MemorySize"])
+            log.info("reclaimed idle environment %s of %s to make room", env.id, env.fn.name)
+        if free < need_mb:
+            raise throttled("ConcurrentInvocationLimitExceeded")
+
+    # -- changes and reaping ------------------------------------------------------------------------
     def function_changed(self, name: str) -> None:
         """Retire every environment of ``name``: its code or configuration changed, or it is gone."""
         self.generation[name] += 1
-        for key in [k for k in self.idle if k[0] == name]:
-            for env in self.idle.pop(key):
+        for key in [k for k in self.pools if k[0] == name]:
+            pool = self.pools[key]
+            for env in pool.idle:
                 env.shutdown()
                 self._forget(env)
+            pool.idle.clear()
+            if not pool.waiters and not pool.starting:
+                del self.pools[key]
 
     def _forget(self, env: ExecutionEnvironment) -> None:
         self.environments.discard(env)
@@ -74,17 +179,14 @@ class Scheduler:
         """Shut down environments idle longer than the keep-alive; returns how many."""
         cutoff = time.monotonic() - self.keep_alive
         reaped = 0
-        for key, pool in list(self.idle.items()):
-            keep = [e for e in pool if not e.dead and e.last_used > cutoff]
-            for env in pool:
-                if env not in keep:
-                    env.shutdown()
-                    self._forget(env)
-                    reaped += 1
-            if keep:
-                self.idle[key] = keep
-            else:
-                del self.idle[key]
+        for pool in self.pools.values():
+            for env in [e for e in pool.idle if e.dead or e.last_used <= cutoff]:
+                pool.idle.remove(env)
+                env.shutdown()
+                self._forget(env)
+                reaped += 1
+        for key in [k for k, p in self.pools.items() if not (p.idle or p.waiters or p.starting)]:
+            del self.pools[key]
         return reaped
 
     async def _reap_forever(self) -> None:
@@ -109,3 +211,13 @@ class Scheduler:
         for env in envs:
             if env.process is not None and env.process.returncode is None:
                 env.process.kill()
+
+
+def _default_budget_mb() -> int:
+    """80% of the machine's memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            total_kb = int(f.readline().split()[1])
+        return total_kb * 8 // 10 // 1024
+    except (OSError, ValueError, IndexError):
+        return 16384

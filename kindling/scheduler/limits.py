@@ -1,0 +1,82 @@
+"""Concurrency accounting and throttling, as Lambda's Counter service does it.
+
+Every invoke in flight counts against its function: against the function's
+reserved concurrency when it has one, otherwise against the account's
+unreserved pool (the account limit less all reservations). Going past either
+answers 429 TooManyRequestsException with Lambda's Reason. Scale-out is rate
+limited per function: 1,000 new execution environments per 10 seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from kindling import errors
+
+UNRESERVED_MINIMUM = 100  # the unreserved pool never drops below this, as AWS enforces
+SCALE_BURST = 1000
+SCALE_WINDOW = 10.0
+
+
+def throttled(reason: str) -> errors.LambdaError:
+    return errors.TooManyRequestsException("Rate Exceeded.", Reason=reason)
+
+
+class Counter:
+    def __init__(self, account_limit: int) -> None:
+        self.account_limit = account_limit
+        self.reserved: dict[str, int] = {}  # function name → ReservedConcurrentExecutions
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.unreserved_in_flight = 0
+
+    @property
+    def unreserved_limit(self) -> int:
+        return self.account_limit - sum(self.reserved.values())
+
+    def admit(self, name: str) -> None:
+        """Count one more invoke of ``name`` in flight, or raise Lambda's throttle."""
+        reserved = self.reserved.get(name)
+        if reserved is not None:
+            if self.in_flight[name] >= reserved:
+                raise throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
+        elif self.unreserved_in_flight >= self.unreserved_limit:
+            raise throttled("ConcurrentInvocationLimitExceeded")
+        else:
+            self.unreserved_in_flight += 1
+        self.in_flight[name] += 1
+
+    def done(self, name: str) -> None:
+        self.in_flight[name] -= 1
+        if name not in self.reserved:
+            self.unreserved_in_flight -= 1
+        if not self.in_flight[name]:
+            del self.in_flight[name]
+
+    def set_reserved(self, name: str, value: int | None) -> None:
+        """Change a reservation, moving the function's in-flight invokes between the pools."""
+        was_unreserved = name not in self.reserved
+        if value is None:
+            self.reserved.pop(name, None)
+        else:
+            self.reserved[name] = value
+        now_unreserved = name not in self.reserved
+        if was_unreserved != now_unreserved:
+            self.unreserved_in_flight += self.in_flight.get(name, 0) * (1 if now_unreserved else -1)
+
+
+class ScaleRate:
+    """A token bucket per function: SCALE_BURST new environments, refilled over SCALE_WINDOW seconds."""
+
+    def __init__(self, burst: int = SCALE_BURST, window: float = SCALE_WINDOW) -> None:
+        self.burst = burst
+        self.rate = burst / window
+        self.tokens: dict[str, tuple[float, float]] = {}
+
+    def take(self, name: str) -> None:
+        now = time.monotonic()
+        tokens, last = self.tokens.get(name, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1:
+            raise throttled("FunctionInvocationRateLimitExceeded")
+        self.tokens[name] = (tokens - 1, now)
