@@ -41,3 +41,8 @@ def split_function(ident: str, region: str, account: str, qualifier: str | None 
         raise errors.InvalidParameterValueException(
             "The derived qualifier from the function name does not match the specified qualifier.")
     return groups["name"], derived or qualifier
+
+
+def is_alias(qualifier: str) -> bool:
+    """Whether a qualifier names an alias rather than $LATEST or a version (alias names are never all digits)."""
+    return qualifier != "$LATEST" and not qualifier.isdigit()

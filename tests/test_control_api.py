@@ -21,10 +21,10 @@ def rec(test: str, key: str):  # noqa: ANN201
 
 
 def test_function_lifecycle_matches_aws(lam, create_function):
-    # Given the calls of AWS's recorded test_function_lifecycle
+    # Given the calls of AWS's recorded test_function_lifecycle (its helper always passes Environment)
     name = unique()
     create = create_function(FunctionName=name, Handler="handler.handler", MemorySize=256, Timeout=5,
-                             code={"handler.py": HELLO})
+                             code={"handler.py": HELLO}, Environment={"Variables": {}})
     assert_like(create, rec("test_function_lifecycle", "create_response")["CreateFunctionResponse"])
     assert_like(lam.get_function(FunctionName=name), rec("test_function_lifecycle", "get_function_response"))
 

@@ -94,6 +94,8 @@ def _from_json(shape: Shape, value: Any) -> Any:
         except ValueError:
             raise errors.InvalidParameterValueException(
                 "Could not unzip uploaded file. Please check your file, then try to upload again.") from None
+    if t in ("float", "double") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # a JSON 2 for a double member is 2.0, as Java reads (and prints) it
     if t == "structure" and isinstance(value, dict):
         members = shape.members  # type: ignore[attr-defined]
         return {k: _from_json(members[k], v) if k in members else v for k, v in value.items()}

@@ -69,10 +69,23 @@ def check_handler(runtime: str, handler: str | None) -> None:
         raise errors.InvalidParameterValueException("Handler must be set for this runtime.")
 
 
+def logging_config(current: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """LoggingConfig after a request: JSON brings log levels (INFO unless given), Text has none."""
+    merged = {**current, **(given or {})}
+    levels = ("ApplicationLogLevel", "SystemLogLevel")
+    if merged.get("LogFormat") == "JSON":
+        return {**{k: "INFO" for k in levels}, **merged}
+    if any(k in (given or {}) for k in levels):
+        raise errors.InvalidParameterValueException(
+            'LogLevel is not supported when LogFormat is set to "Text". Remove LogLevel from your request or change '
+            'the LogFormat to "JSON" and try again.')
+    return {k: v for k, v in merged.items() if k not in levels}
+
+
 def new_configuration(params: dict[str, Any], arn: str, code: dict[str, Any], region: str) -> dict[str, Any]:
     name = arn.rsplit(":", 1)[1]
     runtime = params["Runtime"]
-    logging = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}", **(params.get("LoggingConfig") or {})}
+    logging = logging_config({"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}"}, params.get("LoggingConfig"))
     config: dict[str, Any] = {
         "FunctionName": name,
         "FunctionArn": arn,
@@ -86,7 +99,6 @@ def new_configuration(params: dict[str, Any], arn: str, code: dict[str, Any], re
         "LastModified": lambda_timestamp(),
         "CodeSha256": code["CodeSha256"],
         "Version": "$LATEST",
-        "Environment": {"Variables": dict((params.get("Environment") or {}).get("Variables") or {})},
         "TracingConfig": {"Mode": (params.get("TracingConfig") or {}).get("Mode", "PassThrough")},
         "RevisionId": str(uuid.uuid4()),
         "State": "Active",
@@ -98,6 +110,10 @@ def new_configuration(params: dict[str, Any], arn: str, code: dict[str, Any], re
         "RuntimeVersionConfig": {"RuntimeVersionArn": _runtime_version_arn(runtime, region)},
         "LoggingConfig": logging,
     }
+    if "Environment" in params:  # AWS shows Environment only once it was set
+        config["Environment"] = {"Variables": dict((params["Environment"] or {}).get("Variables") or {})}
+    if (params.get("DeadLetterConfig") or {}).get("TargetArn"):  # async events that fail go there (kindling.queue)
+        config["DeadLetterConfig"] = {"TargetArn": params["DeadLetterConfig"]["TargetArn"]}
     return config
 
 
@@ -110,10 +126,15 @@ def updated_configuration(config: dict[str, Any], params: dict[str, Any], region
         new["Environment"] = {"Variables": dict((params["Environment"] or {}).get("Variables") or {})}
     if "TracingConfig" in params:
         new["TracingConfig"] = {"Mode": params["TracingConfig"].get("Mode", "PassThrough")}
+    if "DeadLetterConfig" in params:  # an empty TargetArn removes it
+        target = (params["DeadLetterConfig"] or {}).get("TargetArn")
+        new.pop("DeadLetterConfig", None)
+        if target:
+            new["DeadLetterConfig"] = {"TargetArn": target}
     if "EphemeralStorage" in params:
         new["EphemeralStorage"] = {"Size": params["EphemeralStorage"]["Size"]}
     if "LoggingConfig" in params:
-        new["LoggingConfig"] = {**config["LoggingConfig"], **params["LoggingConfig"]}
+        new["LoggingConfig"] = logging_config(config["LoggingConfig"], params["LoggingConfig"])
     if "SnapStart" in params:
         new["SnapStart"] = {"ApplyOn": params["SnapStart"].get("ApplyOn", "None"), "OptimizationStatus": "Off"}
     new["RuntimeVersionConfig"] = {"RuntimeVersionArn": _runtime_version_arn(new["Runtime"], region)}
@@ -121,17 +142,53 @@ def updated_configuration(config: dict[str, Any], params: dict[str, Any], region
     return new
 
 
-def as_returned_after_create(config: dict[str, Any]) -> dict[str, Any]:
-    """CreateFunction answers while the function is still Pending, as AWS does."""
+def published_configuration(latest: dict[str, Any], version: str, arn: str, description: str | None) -> dict[str, Any]:
+    """A published version: $LATEST's code and configuration as they are now, frozen under a number."""
+    config = {**latest, "FunctionArn": arn, "Version": version, "RevisionId": str(uuid.uuid4()),
+              "LastModified": lambda_timestamp(), "Description": description or latest.get("Description", ""),
+              "State": "Active", "LastUpdateStatus": "Successful"}
+    snap = config.get("SnapStart") or {}
+    if snap.get("ApplyOn") == "PublishedVersions":
+        config["SnapStart"] = {**snap, "OptimizationStatus": "On"}
+    return config
+
+
+def as_addressed(config: dict[str, Any], arn: str) -> dict[str, Any]:
+    """A version's configuration read through a qualifier: FunctionArn is the ARN as addressed."""
+    return {**config, "FunctionArn": arn}
+
+
+# What list operations leave out of each configuration (as AWS's ListFunctions / ListVersionsByFunction).
+_NOT_LISTED = frozenset({"State", "StateReason", "StateReasonCode", "LastUpdateStatus", "LastUpdateStatusReason",
+                         "LastUpdateStatusReasonCode", "RuntimeVersionConfig"})
+
+
+def as_listed(config: dict[str, Any], arn: str | None = None) -> dict[str, Any]:
+    out = {k: v for k, v in config.items() if k not in _NOT_LISTED}
+    if arn:
+        out["FunctionArn"] = arn
+    return out
+
+
+def as_pending(config: dict[str, Any]) -> dict[str, Any]:
+    """A version still being created, as AWS answers for it: State Pending, no LastUpdateStatus yet."""
     out = {k: v for k, v in config.items() if k != "LastUpdateStatus"}
     out.update(State="Pending", StateReason="The function is being created.", StateReasonCode="Creating")
     return out
 
 
+def as_returned_after_create(config: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    """CreateFunction answers while the function is still Pending, as AWS does. Becoming Active gives $LATEST
+    another RevisionId on AWS, so the answer's RevisionId is the (already superseded) pending one.
+    With Publish, Version is the number published."""
+    return {**as_pending(config), "RevisionId": str(uuid.uuid4()), "Version": version or config["Version"]}
+
+
 def as_returned_after_update(config: dict[str, Any]) -> dict[str, Any]:
-    """Update calls answer while the update is InProgress, as AWS does."""
+    """Update calls answer while the update is InProgress, as AWS does; its completion gives $LATEST another
+    RevisionId, so the answer's RevisionId is the (already superseded) in-progress one."""
     return {**config, "LastUpdateStatus": "InProgress", "LastUpdateStatusReason": "The function is being created.",
-            "LastUpdateStatusReasonCode": "Creating"}
+            "LastUpdateStatusReasonCode": "Creating", "RevisionId": str(uuid.uuid4())}
 
 
 def _runtime_version_arn(runtime: str, region: str) -> str:

@@ -1,8 +1,9 @@
 """Control-plane operations on functions: typed calls, no HTTP.
 
 Each method takes the already-validated request members and returns the
-members of the answer. Configuration changes notify listeners (the scheduler),
-so warm execution environments of an old configuration are retired.
+members of the answer. A changed or deleted version notifies listeners (the
+scheduler), so warm execution environments of an old configuration are retired.
+Published versions are never changed: only $LATEST is updated.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from kindling import arns, errors
 from kindling.functions import config as cfg
 from kindling.runtimes.registry import Runtimes
 from kindling.settings import Settings
+from kindling.store.aliases import AliasStore
 from kindling.store.code import CodeStore
 from kindling.store.functions import LATEST, AlreadyExists, Conflict, FunctionRecord, FunctionStore
+from kindling.store.versions import VersionStore
 
 ZIP_ONLY = ("S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri")
+STALE_REVISION = ("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API "
+                  "to retrieve the latest Revision Id")
+ONLY_LATEST = ("Current operation does not support versions other than $LATEST. Please set version to $LATEST or do "
+               "not set a version in your request.")
 
 
 class FunctionService:
@@ -26,7 +33,13 @@ class FunctionService:
         self.store = store
         self.code = code
         self.runtimes = runtimes
-        self.listeners: list[Callable[[str], None]] = []  # called with a function name after it changed
+        self.versions = VersionStore(store.engine)
+        self.aliases = AliasStore(store.engine)
+        # (name, version) after that version's code or configuration changed or it was deleted; (name, None) after
+        # the whole function was deleted. Environments belong to one version, so only its own are affected.
+        self.version_listeners: list[Callable[[str, str | None], None]] = []
+        # name after any of the above: the whole function's environments (kept until the scheduler listens per version)
+        self.listeners: list[Callable[[str], None]] = []
 
     # -- names --------------------------------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -35,15 +48,41 @@ class FunctionService:
     def resolve(self, ident: str, qualifier: str | None = None) -> tuple[str, str | None]:
         return arns.split_function(ident, self.settings.region, self.settings.account_id, qualifier)
 
+    def lookup(self, name: str, qualifier: str | None) -> FunctionRecord | None:
+        """The version a qualifier names ($LATEST when there is none; an alias's FunctionVersion), if it exists."""
+        version = qualifier or LATEST
+        if arns.is_alias(version):
+            alias = self.aliases.get(name, version)
+            if alias is None:
+                return None
+            version = alias.config["FunctionVersion"]
+        return self.store.get(name, version)
+
     def record(self, ident: str, qualifier: str | None = None) -> FunctionRecord:
         """The stored record for a FunctionName (+ Qualifier), or Lambda's not-found error."""
         name, qualifier = self.resolve(ident, qualifier)
-        rec = self.store.get(name, qualifier or LATEST)
+        rec = self.lookup(name, qualifier)
         if rec is None:
             raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name, qualifier)}")
         return rec
 
-    def _changed(self, name: str) -> None:
+    def unqualified(self, ident: str) -> str:
+        """The name of a FunctionName for operations on the function or its $LATEST (no other qualifier)."""
+        name, qualifier = self.resolve(ident)
+        if qualifier not in (None, LATEST):
+            raise errors.InvalidParameterValueException(ONLY_LATEST)
+        return name
+
+    def existing(self, ident: str) -> str:
+        """The name of an existing function (unqualified FunctionName), or Lambda's not-found error."""
+        name = self.unqualified(ident)
+        if self.store.get(name) is None:
+            raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        return name
+
+    def _changed(self, name: str, version: str | None) -> None:
+        for version_listener in self.version_listeners:
+            version_listener(name, version)
         for listener in self.listeners:
             listener(name)
 
@@ -83,37 +122,49 @@ class FunctionService:
         code = self._store_code(p["Code"])
         config = cfg.new_configuration(p, self.arn(name), code, self.settings.region)
         try:
-            self.store.create(name, config, code["key"], dict(p.get("Tags") or {}))
+            rec = self.store.create(name, config, code["key"], dict(p.get("Tags") or {}))
         except AlreadyExists:
             self.collect_garbage()
             raise errors.ResourceConflictException(f"Function already exist: {name}") from None
-        return cfg.as_returned_after_create(config)
+        version = self._publish(rec, None).version if p.get("Publish") else None
+        return cfg.as_returned_after_create(config, version)
+
+    def _read(self, p: dict[str, Any]) -> tuple[FunctionRecord, dict[str, Any]]:
+        """The version a FunctionName + Qualifier names, and its configuration with the ARN as addressed."""
+        name, qualifier = self.resolve(p["FunctionName"], p.get("Qualifier"))
+        rec = self.record(name, qualifier)
+        return rec, (cfg.as_addressed(rec.config, self.arn(name, qualifier)) if qualifier else rec.config)
 
     def get_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
-        return self.record(p["FunctionName"], p.get("Qualifier")).config
+        return self._read(p)[1]
 
     def get(self, p: dict[str, Any], code_url: Callable[[str], str]) -> dict[str, Any]:
-        rec = self.record(p["FunctionName"], p.get("Qualifier"))
-        out: dict[str, Any] = {"Configuration": rec.config,
+        rec, config = self._read(p)
+        out: dict[str, Any] = {"Configuration": config,
                                "Code": {"RepositoryType": "S3", "Location": code_url(rec.code_key)}}
         if rec.tags:
             out["Tags"] = rec.tags
         return out
 
     def list(self, p: dict[str, Any]) -> dict[str, Any]:
-        records, next_marker = self.store.list_latest(p.get("Marker"), int(p.get("MaxItems") or 50))
-        out: dict[str, Any] = {"Functions": [r.config for r in records]}
-        if next_marker:
-            out["NextMarker"] = next_marker
+        """ListFunctions: every function's $LATEST, or with FunctionVersion=ALL every version too."""
+        every = p.get("FunctionVersion") == "ALL"
+        marker = None
+        if p.get("Marker"):
+            name, _, version = p["Marker"].partition(":")
+            marker = (name, _checked_marker(version or LATEST))
+        records, last = self.store.list_functions(marker, int(p.get("MaxItems") or 50), every)
+        out: dict[str, Any] = {"Functions": [cfg.as_listed(r.config, self.arn(r.name, r.version) if every else None)
+                                             for r in records]}
+        if last:
+            out["NextMarker"] = f"{last[0]}:{last[1]}" if every else last[0]
         return out
 
     def _update(self, p: dict[str, Any],
                 change: Callable[[FunctionRecord], tuple[dict[str, Any], str]]) -> dict[str, Any]:
-        rec = self.record(p["FunctionName"])
+        rec = self.record(self.unqualified(p["FunctionName"]))
         if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
-            raise errors.PreconditionFailedException(
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API "
-                "to retrieve the latest Revision Id")
+            raise errors.PreconditionFailedException(STALE_REVISION)
         config, key = change(rec)
         try:
             new = self.store.update(rec, config, key)
@@ -123,7 +174,9 @@ class FunctionService:
                 f"{self.arn(rec.name)}") from None
         finally:
             self.collect_garbage()
-        self._changed(rec.name)
+        self._changed(rec.name, LATEST)
+        if p.get("Publish"):  # UpdateFunctionCode answers with the new version, still Pending on AWS
+            return cfg.as_pending(self._publish(new, None).config)
         return cfg.as_returned_after_update(new.config)
 
     def update_code(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -152,10 +205,61 @@ class FunctionService:
                 "$LATEST version cannot be deleted without deleting the function.")
         if self.store.get(name) is None:
             raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name)}")
-        self.store.delete(name)
-        self.collect_garbage()
-        self._changed(name)
+        if qualifier:
+            self._delete_version(name, qualifier)
+        else:
+            self.store.delete(name)
+            self.collect_garbage()
+            self._changed(name, None)
         return {"StatusCode": 204}
+
+    # -- versions -----------------------------------------------------------------------------------
+    def publish(self, p: dict[str, Any]) -> dict[str, Any]:
+        """PublishVersion: $LATEST as the next version, or the last version if $LATEST has not changed since."""
+        rec = self.record(self.unqualified(p["FunctionName"]))
+        if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
+            raise errors.PreconditionFailedException(STALE_REVISION)
+        sha = rec.config["CodeSha256"]
+        if p.get("CodeSha256") and p["CodeSha256"] != sha:
+            raise errors.InvalidParameterValueException(
+                f"CodeSHA256 ({p['CodeSha256']}) is different from current CodeSHA256 in $LATEST ({sha}). Please try "
+                "again with the CodeSHA256 in $LATEST.")
+        return self._publish(rec, p.get("Description")).config
+
+    def _publish(self, latest: FunctionRecord, description: str | None) -> FunctionRecord:
+        last = self.versions.last_published(latest.name)
+        if last is not None and last[1] == latest.revision_id:  # nothing changed since: no new version, as AWS
+            unchanged = self.store.get(latest.name, last[0])
+            if unchanged is not None:
+                return unchanged
+        try:
+            version = self.versions.publish(latest, lambda number: cfg.published_configuration(
+                latest.config, number, self.arn(latest.name, number), description))
+        except Conflict:
+            raise errors.ResourceConflictException(
+                "The operation cannot be performed at this time. An update is in progress for resource: "
+                f"{self.arn(latest.name)}") from None
+        self._changed(latest.name, LATEST)  # $LATEST has a new RevisionId
+        return version
+
+    def list_versions(self, p: dict[str, Any]) -> dict[str, Any]:
+        name = self.existing(p["FunctionName"])
+        marker = _checked_marker(p["Marker"]) if p.get("Marker") else None
+        records, last = self.versions.list_versions(name, marker, int(p.get("MaxItems") or 50))
+        out: dict[str, Any] = {"Versions": [cfg.as_listed(r.config, self.arn(name, r.version)) for r in records]}
+        if last:
+            out["NextMarker"] = last
+        return out
+
+    def _delete_version(self, name: str, version: str) -> None:
+        """DeleteFunction with a Qualifier: that version only. One that does not exist is already deleted."""
+        users = [a.name for a in self.aliases.all(name) if version in a.versions]
+        if users:
+            raise errors.ResourceConflictException(
+                f"Unable to delete version because the following aliases reference it: [{', '.join(users)}]")
+        if not arns.is_alias(version) and self.versions.delete(name, version):
+            self.collect_garbage()
+            self._changed(name, version)
 
     # -- tags ---------------------------------------------------------------------------------------
     def _tag_target(self, resource: str) -> FunctionRecord:
@@ -192,3 +296,9 @@ class FunctionService:
                              "UnreservedConcurrentExecutions": concurrency_limit},
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
+
+
+def _checked_marker(version: str) -> str:
+    if version != LATEST and not version.isdigit():
+        raise errors.InvalidParameterValueException(f"Invalid marker: {version}")
+    return version

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import ColumnElement, Engine, Integer, and_, case, cast, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kindling.store.db import functions, versions
@@ -23,6 +23,15 @@ class FunctionRecord:
     code_key: str
     revision_id: str
     tags: dict[str, str]
+
+
+def version_order(column: Any) -> ColumnElement[int]:
+    """Versions in Lambda's order: $LATEST first, then by number (so "10" comes after "9")."""
+    return case((column == LATEST, -1), else_=cast(column, Integer))
+
+
+def version_rank(version: str) -> int:
+    return -1 if version == LATEST else int(version)
 
 
 class AlreadyExists(Exception):
@@ -58,19 +67,29 @@ class FunctionStore:
             return None
         return FunctionRecord(name, version, row.config, row.code_key, row.revision_id, row.tags)
 
-    def list_latest(self, marker: str | None, limit: int) -> tuple[list[FunctionRecord], str | None]:
-        """Functions' $LATEST in name order, ``limit`` at a time; the marker is the last name seen."""
-        q = (select(versions.c.function_name, versions.c.config, versions.c.code_key, versions.c.revision_id,
-                    functions.c.tags)
+    def list_functions(self, marker: tuple[str, str] | None, limit: int,
+                       all_versions: bool = False) -> tuple[list[FunctionRecord], tuple[str, str] | None]:
+        """Functions' $LATEST (or every version) in name then version order, ``limit`` at a time.
+
+        The marker is the (name, version) of the last record seen.
+        """
+        order = version_order(versions.c.version)
+        q = (select(versions.c.function_name, versions.c.version, versions.c.config, versions.c.code_key,
+                    versions.c.revision_id, functions.c.tags)
              .join(functions, functions.c.name == versions.c.function_name)
-             .where(versions.c.version == LATEST).order_by(versions.c.function_name).limit(limit + 1))
+             .order_by(versions.c.function_name, order).limit(limit + 1))
+        if not all_versions:
+            q = q.where(versions.c.version == LATEST)
         if marker:
-            q = q.where(versions.c.function_name > marker)
+            name, version = marker
+            q = q.where(or_(versions.c.function_name > name,
+                            and_(versions.c.function_name == name, order > version_rank(version))))
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        records = [FunctionRecord(r.function_name, LATEST, r.config, r.code_key, r.revision_id, r.tags)
+        records = [FunctionRecord(r.function_name, r.version, r.config, r.code_key, r.revision_id, r.tags)
                    for r in rows[:limit]]
-        return records, (records[-1].name if len(rows) > limit else None)
+        last = records[-1] if len(rows) > limit else None
+        return records, ((last.name, last.version) if last else None)
 
     def update(self, record: FunctionRecord, config: dict[str, Any], code_key: str) -> FunctionRecord:
         """Replace ``record``'s configuration if nobody changed it since it was read."""
@@ -90,7 +109,8 @@ class FunctionStore:
             conn.execute(update(functions).where(functions.c.name == name).values(tags=tags))
 
     def delete(self, name: str) -> list[str]:
-        """Remove the function with all its versions; returns the code keys they used."""
+        """Remove the function with all its versions (and, by cascade, what else belongs to it);
+        returns the code keys they used."""
         with self.engine.begin() as conn:
             keys = conn.execute(select(versions.c.code_key).where(versions.c.function_name == name)).scalars().all()
             conn.execute(delete(versions).where(versions.c.function_name == name))
