@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import Any
 
+from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
 from kindling.runtime_api.server import Invocation
@@ -59,6 +60,8 @@ class InvokeResult:
     payload: bytes
     function_error: str | None = None
     log_tail: str | None = None  # base64 of the invoke's last 4 KB of log
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None  # set on the invoke that ended a new environment's init (a cold start)
 
 
 class ExecutionEnvironment:
@@ -69,15 +72,19 @@ class ExecutionEnvironment:
         self.base_env = base_env
         self.log_group = fn.config["LoggingConfig"]["LogGroup"]
         self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
+        self.log_format = LogFormat(fn.config.get("LoggingConfig"))  # Text or JSON, and the levels kept
         self.process: Sandbox | None = None
         self.server: asyncio.Server | None = None
         self.dead = False
         self.busy = False
         self.last_used = time.monotonic()
         self.init_duration_ms: float | None = None  # reported once, on the first invoke
+        self.template: str | None = None  # made from this initialized template (snap-start), if set
+        self.pinned = False  # kept initialized for provisioned concurrency: never reaped for idleness
+        self.initialization_type = "on-demand"
         self._init_reported = False
         self._started = 0.0
-        self._initialized = asyncio.Event()
+        self.initialized = asyncio.Event()
         self._pending: asyncio.Future[Invocation] | None = None
         self._current: InvokeRequest | None = None
         self._result: asyncio.Future[InvokeResult] | None = None
@@ -91,8 +98,14 @@ class ExecutionEnvironment:
         loop = asyncio.get_running_loop()
         c = self.fn.config
         self._started = time.monotonic()
-        self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(), self.fn.task_root,
-                                          int(c["MemorySize"]), int(c["EphemeralStorage"]["Size"]))
+        memory, tmp = int(c["MemorySize"]), int(c["EphemeralStorage"]["Size"])
+        if self.template is not None:
+            self.initialization_type = "snap-start"
+            own = {"AWS_LAMBDA_LOG_STREAM_NAME": self.log.name, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+            self.process = await self.backend.clone(self.template, own, memory, tmp)  # type: ignore[attr-defined]
+        else:
+            self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
+                                                    self.fn.task_root, memory, tmp)
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
         self.server = await runtime_api.serve(self.process.listener, self)
@@ -108,13 +121,14 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(c["MemorySize"]),
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{c['Runtime']}",
             "LAMBDA_TASK_ROOT": task_root,
             "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir,
             "PYTHONPATH": self.backend.runtime_dir,
             "PWD": task_root,
         })
+        env.update(self.log_format.environment())
         env.update((c.get("Environment") or {}).get("Variables") or {})
         return env
 
@@ -158,7 +172,7 @@ class ExecutionEnvironment:
                 self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
         if proc is not None:
             proc.close()
-        self.log.flush()
+        self.log.close()  # a late line opens it again
 
     # -- invoke -------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest, timeout: float) -> InvokeResult:
@@ -171,7 +185,7 @@ class ExecutionEnvironment:
         self._result = loop.create_future()
         if self._pending is not None and not self._pending.done():
             self._deliver()
-        if not self._initialized.is_set():
+        if not self.initialized.is_set():
             self._timer = loop.call_later(INIT_TIMEOUT + timeout, self._timed_out, timeout)
         try:
             return await self._result
@@ -193,7 +207,7 @@ class ExecutionEnvironment:
             self._timer.cancel()
         timeout = float(self.fn.config["Timeout"])
         self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, timeout)
-        self._write_line(f"START RequestId: {req.request_id} Version: {self.fn.version}")
+        self._write_platform(self.log_format.start(req.request_id, self.fn.version))
         deadline = int((time.time() + timeout) * 1000)
         headers = {"Lambda-Runtime-Deadline-Ms": str(deadline),
                    "Lambda-Runtime-Invoked-Function-Arn": req.invoked_arn,
@@ -213,22 +227,35 @@ class ExecutionEnvironment:
             return
         self._drain()
         duration = (time.monotonic() - self._invoke_started) * 1000 if self._invoke_started else 0.0
-        self._write_line(f"END RequestId: {req.request_id}")
+        self._write_platform(self.log_format.end(req.request_id, duration, status or "success"))
+        max_memory = self.process.peak_memory_mb() if self.process else 0
         report = (f"REPORT RequestId: {req.request_id}\tDuration: {duration:.2f} ms\t"
                   f"Billed Duration: {max(1, math.ceil(duration))} ms\t"
                   f"Memory Size: {self.fn.config['MemorySize']} MB\t"
-                  f"Max Memory Used: {self.process.peak_memory_mb() if self.process else 0} MB\t")
+                  f"Max Memory Used: {max_memory} MB\t")
+        result.duration_ms = duration
         if self.init_duration_ms is not None and not self._init_reported:
-            report += f"Init Duration: {self.init_duration_ms:.2f} ms\t"
+            result.init_duration_ms = self.init_duration_ms
+            if self.pinned:
+                pass  # init ran ahead of any invoke: Lambda reports no Init Duration for it
+            elif self.template is not None:  # as SnapStart reports a restore
+                report += (f"Restore Duration: {self.init_duration_ms:.2f} ms\t"
+                           f"Billed Restore Duration: {math.ceil(self.init_duration_ms)} ms\t")
+            else:
+                report += f"Init Duration: {self.init_duration_ms:.2f} ms\t"
             self._init_reported = True
         if status:
             report += f"Status: {status}\t"
-        self._write_line(report)
+        self._write_platform(self.log_format.report(report, req.request_id, duration, int(self.fn.config["MemorySize"]),
+                                                    max_memory, result.init_duration_ms, self.template is not None,
+                                                    status))
         self.log.flush()
         result.log_tail = base64.b64encode(self._tail.encode()[-TAIL_BYTES:]).decode()
         self._result.set_result(result)
 
     def _fail(self, error_type: str, message: str, status: str = "error") -> None:
+        if message.startswith("RequestId:") and error_type != "Sandbox.Timedout":  # the timeout has its own line
+            self._write_line(f"{message}\n{error_type}")  # a platform error, logged as Lambda logs it
         body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
         self._finish(InvokeResult(body, "Unhandled"), status)
 
@@ -244,9 +271,9 @@ class ExecutionEnvironment:
 
     # -- Runtime API handler ------------------------------------------------------------------------
     async def next_invocation(self) -> Invocation:
-        if not self._initialized.is_set():
+        if not self.initialized.is_set():
             self.init_duration_ms = (time.monotonic() - self._started) * 1000
-            self._initialized.set()
+            self.initialized.set()
             if self.process is not None:
                 self.process.limit_cpu()  # init ran at full speed, invokes get CPU in proportion to memory
         pending = self._pending = asyncio.get_running_loop().create_future()
@@ -276,7 +303,7 @@ class ExecutionEnvironment:
         return True
 
     def init_error(self, body: bytes, error_type: str | None) -> None:
-        self._initialized.set()
+        self.initialized.set()
         if self._current is not None:
             self._invoke_started = time.monotonic()
             self._finish(InvokeResult(_error_body(body, error_type), "Unhandled"), "error")
@@ -305,7 +332,13 @@ class ExecutionEnvironment:
             lines.append(self._partial)
             self._partial = b""
         for line in lines:
-            self._write_line(line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            if self.log_format.keeps(text):  # ApplicationLogLevel, for JSON
+                self._write_line(text)
+
+    def _write_platform(self, text: str | None) -> None:
+        if text is not None:  # None: below SystemLogLevel
+            self._write_line(text)
 
     def _write_line(self, text: str) -> None:
         self.log.write(text, self._current.request_id if self._current else None)

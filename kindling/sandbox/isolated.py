@@ -46,7 +46,8 @@ class IsolatedBackend:
                               "instance": instance}).encode())
         self.sock = ours
         self.sock.setblocking(False)
-        self.waiting: list[asyncio.Future[tuple[dict, list[int]]]] = []
+        self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}
+        self.requests = 0
         self.exits: dict[int, Callable[[int], None]] = {}
         self.early_exits: dict[int, int] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -65,8 +66,10 @@ class IsolatedBackend:
             if not msg:
                 assert self.loop is not None
                 self.loop.remove_reader(self.sock.fileno())
-                for fut in self.waiting:
-                    fut.set_exception(OSError("the sandbox spawner exited"))
+                for fut in self.waiting.values():
+                    if not fut.done():
+                        fut.set_exception(OSError("the sandbox spawner exited"))
+                self.waiting.clear()
                 return
             doc = json.loads(msg)
             if "exit" in doc:
@@ -76,31 +79,64 @@ class IsolatedBackend:
                 else:
                     callback(doc["code"])
             else:
-                self.waiting.pop(0).set_result((doc, fds))
+                fut = self.waiting.pop(doc["req"], None)  # type: ignore[arg-type]
+                if fut is not None and not fut.done():
+                    fut.set_result((doc, fds))
+                else:
+                    for fd in fds:
+                        os.close(fd)
 
-    async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int) -> IsolatedSandbox:
+    async def _ask(self, spec: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        """Send one request to the spawner (the caller's fds are closed here) and await its answer."""
         self._listen()
         assert self.loop is not None
-        env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
-        read_fd, write_fd = os.pipe()
+        self.requests += 1
+        spec = {**spec, "req": self.requests}
         fut: asyncio.Future[tuple[dict, list[int]]] = self.loop.create_future()
-        self.waiting.append(fut)
-        spec = {"id": env_id, "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
-                "tmp_mb": tmp_mb}
+        self.waiting[self.requests] = fut
         try:
-            socket.send_fds(self.sock, [json.dumps(spec).encode()], [write_fd])
+            socket.send_fds(self.sock, [json.dumps(spec).encode()], fds)
         finally:
-            os.close(write_fd)
+            for fd in fds:
+                os.close(fd)
+        doc, got = await fut
+        if not doc["ok"]:
+            for fd in got:
+                os.close(fd)
+            raise OSError(f"could not make an execution environment: {doc['error']}")
+        return doc, got
+
+    async def _environment(self, spec: dict, memory_mb: int) -> IsolatedSandbox:
+        read_fd, write_fd = os.pipe()
         try:
-            doc, fds = await fut
+            doc, fds = await self._ask(spec, [write_fd])
         except BaseException:
             os.close(read_fd)
             raise
-        if not doc["ok"]:
-            os.close(read_fd)
-            raise OSError(f"could not make an execution environment: {doc['error']}")
         return IsolatedSandbox(self, doc["pid"], Cgroup(doc["cgroup"], create=False), fds[0], read_fd, memory_mb)
+
+    async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
+                    tmp_mb: int) -> IsolatedSandbox:
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
+        spec = {"op": "spawn", "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
+                "tmp_mb": tmp_mb}
+        return await self._environment(spec, memory_mb)
+
+    async def template(self, template_id: str, argv: list[str], env: dict[str, str], host_task_root: str,
+                       memory_mb: int, tmp_mb: int, output_fd: int) -> None:
+        """Start an initialized template (init runs now); returns once it is ready to be cloned."""
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
+        spec = {"op": "template", "template": template_id, "argv": argv, "env": env, "task_root": host_task_root,
+                "memory_mb": memory_mb, "tmp_mb": tmp_mb}
+        await self._ask(spec, [output_fd])
+
+    async def clone(self, template_id: str, env: dict[str, str], memory_mb: int, tmp_mb: int) -> IsolatedSandbox:
+        """An environment forked from a ready template, with ``env`` updated in it."""
+        spec = {"op": "clone", "template": template_id, "env": env, "tmp_mb": tmp_mb}
+        return await self._environment(spec, memory_mb)
+
+    async def drop(self, template_id: str) -> None:
+        await self._ask({"op": "drop", "template": template_id}, [])
 
     def close(self) -> None:
         self.sock.close()

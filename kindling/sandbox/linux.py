@@ -71,3 +71,15 @@ def loopback_up() -> None:
         ifreq = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, ifreq)[:18])[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))  # IFF_UP
+
+
+def capset(caps: int) -> None:
+    """Set the effective, permitted and inheritable capability sets of this thread to ``caps``."""
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    low, high = caps & 0xFFFFFFFF, caps >> 32
+    data = struct.pack("IIIIII", low, low, low, high, high, high)
+    _check(_libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(data)), "capset")
+
+
+def prctl_ambient_raise(cap: int) -> None:
+    _check(_libc.prctl(47, 2, ctypes.c_ulong(cap), 0, 0), "ambient capability")  # PR_CAP_AMBIENT_RAISE

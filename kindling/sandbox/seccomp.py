@@ -24,9 +24,16 @@ DENIED = (
 CLONE_NEW_FLAGS = 0x7E020000
 
 
-def build() -> seccomp.SyscallFilter:
+# A template makes its clones' namespaces and mounts (inside its own user namespace) before they
+# drop every capability and load the strict filter on top.
+TEMPLATE_ALLOWED = ("mount", "unshare")
+
+
+def build(template: bool = False) -> seccomp.SyscallFilter:
     f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     for name in DENIED:
+        if template and name in TEMPLATE_ALLOWED:
+            continue
         try:
             f.add_rule(seccomp.ERRNO(errno.EPERM), name)
         except (RuntimeError, ValueError, OSError):
@@ -37,3 +44,14 @@ def build() -> seccomp.SyscallFilter:
             f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     return f
+
+
+def bpf(f: seccomp.SyscallFilter) -> bytes:
+    """The filter as a BPF program, for a process that loads it with prctl (no libseccomp there)."""
+    import os
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "wb") as out:
+        f.export_bpf(out)
+    with os.fdopen(read_fd, "rb") as inp:
+        return inp.read()

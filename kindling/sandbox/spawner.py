@@ -10,8 +10,18 @@ wait ~10 ms for an RCU grace period here) are off the cold-start path; a spawn
 only binds the code in, mounts /tmp, pivots, drops privileges, loads seccomp
 and execs.
 
-Requests:  {"op": "spawn", "id", "argv", "env", "task_root", "memory_mb", "tmp_mb"} + [output fd]
-Answers:   {"ok": true, "pid", "cgroup"} + [Runtime API listener fd]  |  {"ok": false, "error"}
+Templates (issue 4's fast cold starts): ``{"op": "template"}`` starts an
+initialized runtime in its own user namespace (where it holds the capabilities
+to make namespaces, and nothing outside it); ``{"op": "clone"}`` forks an
+environment from it (see kindling/runtimes/python/kindling_template.py). The
+template always sits in the cgroup its next clone will get, so a clone is in
+its own cgroup from its first instruction without waiting on the kernel.
+
+Requests:  {"req": n, "op": "spawn", "argv", "env", "task_root", "memory_mb", "tmp_mb"} + [output fd]
+           {"req": n, "op": "template", "template", ...as spawn} + [output fd of the template's init]
+           {"req": n, "op": "clone", "template", "env", "tmp_mb"} + [output fd]
+           {"req": n, "op": "drop", "template"}
+Answers:   {"req": n, "ok": true, "pid", "cgroup"} + [Runtime API listener fd]  |  {"req": n, "ok": false, "error"}
 Events:    {"exit": pid, "code": exit code or -signal}
 """
 
@@ -23,6 +33,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import uuid
 
@@ -40,6 +51,9 @@ GROUP = "root:x:0:\nsbx_user1051:x:{gid}:\n"
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 RO = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
 MSG = 1 << 16
+CLONE_NEWUSER = 0x10000000
+CAPS = (21, 12)  # CAP_SYS_ADMIN, CAP_NET_ADMIN: what a template needs, in its user namespace only
+PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
 
 
 class Config:
@@ -51,6 +65,7 @@ class Config:
         self.gid: int = doc["gid"]
         self.pool: int = doc["pool"]
         self.instance: str = doc["instance"]
+        self.unmapped: int = doc.get("unmapped", 100000)  # the host uid a template's root maps to
 
 
 class Shell:
@@ -173,6 +188,15 @@ def _assemble_root(cfg: Config, root: str) -> None:
 
 def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> None:
     """Bind the code, mount /tmp, pivot into the root, become the function's user, exec the runtime."""
+    _pivot(cfg, root, spec, out_fd)
+    os.closerange(3, 65536)
+    os.setgroups([])
+    os.setresgid(cfg.gid, cfg.gid, cfg.gid)
+    os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+    _exec(spec, sfilter)
+
+
+def _pivot(cfg: Config, root: str, spec: dict, out_fd: int) -> None:
     _bind(spec["task_root"], root + TASK_ROOT)
     linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={int(spec['tmp_mb'])}m,mode=0700,uid={cfg.uid},gid={cfg.gid}")
@@ -186,11 +210,10 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    os.closerange(3, 65536)
     linux.sethostname("localhost")
-    os.setgroups([])
-    os.setresgid(cfg.gid, cfg.gid, cfg.gid)
-    os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+
+
+def _exec(spec: dict, sfilter: object) -> None:
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -204,12 +227,178 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
         os._exit(126 if exc.errno == errno.EACCES else 127)
 
 
+class Template:
+    """An initialized runtime that environments of one function version are forked from."""
+
+    def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int) -> None:
+        self.cfg = cfg
+        self.id = spec["template"]
+        self.memory_mb = int(spec["memory_mb"])
+        self.req = spec["req"]  # answered when the template is ready
+        self.cgroup = Cgroup(f"{cfg.instance}-{uuid.uuid4().hex[:16]}")
+        self.cgroup.set_memory(self.memory_mb)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _template_main(cfg, tfilter, self.cgroup, theirs, spec, out_fd)  # never returns
+        theirs.close()
+        os.close(out_fd)
+        self.ctl = ours
+        self.ctl.settimeout(10)
+        try:
+            msg = self.ctl.recv(MSG)
+            if not msg.startswith(b"pid:"):
+                raise OSError(msg.decode(errors="replace") or "template set-up failed")
+            self.pid = int(msg[4:])
+            msg = self.ctl.recv(MSG)
+            if msg != b"maps":
+                raise OSError(msg.decode(errors="replace") or "template set-up failed")
+            with open(f"/proc/{self.pid}/uid_map", "w") as f:
+                f.write(f"0 {cfg.unmapped} 1\n{cfg.uid} {cfg.uid} 1\n")
+            with open(f"/proc/{self.pid}/gid_map", "w") as f:
+                f.write(f"0 {cfg.unmapped} 1\n{cfg.gid} {cfg.gid} 1\n")
+            self.ctl.send(b"ok")
+        except BaseException:
+            self.cgroup.destroy()
+            self.ctl.close()
+            raise
+        self.ready = False
+        self.next: Cgroup | None = None
+        self.clones: dict[int, int] = {}  # PID in the template's namespace → host PID
+        self.exits: list[dict] = []  # clone exits read while waiting for something else
+        self.tmp_mb = int(spec["tmp_mb"])
+        self.spare: tuple[int, int, Cgroup, socket.socket] | None = None
+
+    def prepare_next(self) -> None:
+        """Move the template into the cgroup its next clone will have (off the cold-start path)."""
+        self.next = Cgroup(f"{self.cfg.instance}-{uuid.uuid4().hex[:16]}")
+        self.next.set_memory(self.memory_mb)
+        for path in self.next.procs:
+            with open(path, "w") as f:
+                f.write(str(self.pid))
+
+    def make_spare(self, strict_bpf: str) -> None:
+        """Fork the next environment ahead of need: set up, in its own cgroup, waiting for "go"."""
+        if self.next is None:
+            self.prepare_next()
+        assert self.next is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ours.settimeout(10)
+        try:
+            socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "seccomp": strict_bpf}).encode()],
+                            [theirs.fileno()])
+            theirs.close()
+            msg, anc, _, _ = ours.recvmsg(MSG, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(12))
+            fds, host_pid = [], 0
+            for _level, kind, data in anc:
+                if kind == socket.SCM_RIGHTS:
+                    fds = list(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+                elif kind == socket.SCM_CREDENTIALS:
+                    host_pid = struct.unpack("iII", data[:12])[0]
+            if msg != b"api" or not fds or not host_pid:
+                for fd in fds:
+                    os.close(fd)
+                raise OSError("the template could not make an environment")
+            while True:  # the template names the clone's PID in its own namespace
+                doc = json.loads(self.ctl.recv(MSG) or b"{}")
+                if "cloned" in doc:
+                    self.clones[doc["cloned"]] = host_pid
+                    break
+                if "exit" in doc:
+                    self.exits.append(doc)
+                else:
+                    raise OSError("the template went away while making an environment")
+        except BaseException:
+            ours.close()
+            raise
+        self.spare = (host_pid, fds[0], self.next, ours)
+        self.next = None
+        self.prepare_next()  # the template leaves the spare's cgroup at once: freezing it must not stop us
+
+    def clone(self, spec: dict, out_fd: int, strict_bpf: str) -> tuple[int, int, Cgroup]:
+        """Put the spare environment to use (making one first if there is none)."""
+        if self.spare is None:
+            self.make_spare(strict_bpf)
+        assert self.spare is not None
+        host_pid, listener, cgroup, go = self.spare
+        self.spare = None
+        try:
+            socket.send_fds(go, [json.dumps({"env": spec["env"]}).encode()], [out_fd])
+        finally:
+            go.close()
+        return host_pid, listener, cgroup
+
+    def discard(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # PID 1 of its namespace: its clones go with it
+        except ProcessLookupError:
+            pass
+        self.ctl.close()
+        groups = [self.cgroup, self.next]
+        if self.spare is not None:
+            os.close(self.spare[1])
+            self.spare[3].close()
+            groups.append(self.spare[2])
+        for group in groups:
+            if group is not None:
+                group.destroy()
+
+
+def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.socket, spec: dict,
+                   out_fd: int) -> None:
+    """Inside the fork: namespaces and the root as a shell, then a user namespace, then the runtime."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for path in cgroup.procs:
+            with open(path, "w") as f:
+                f.write("0")
+        linux.unshare(NS_FLAGS)
+        pid = os.fork()
+        if pid:
+            ctl.send(f"pid:{pid}".encode())
+            os._exit(0)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        root = cfg.mount_point
+        _assemble_root(cfg, root)
+        _pivot(cfg, root, spec, out_fd)
+        # The clones' namespaces will be owned by this user namespace, where the template holds
+        # CAP_SYS_ADMIN and CAP_NET_ADMIN; outside it, it is an unprivileged user like any environment.
+        linux.unshare(CLONE_NEWUSER)
+        ctl.send(b"maps")
+        if ctl.recv(MSG) != b"ok":
+            os._exit(126)
+        keep = ctl.fileno()
+        os.set_inheritable(keep, True)
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 65536)
+        linux.prctl(PR_SET_KEEPCAPS, 1)
+        os.setgroups([])
+        os.setresgid(cfg.gid, cfg.gid, cfg.gid)
+        os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+        linux.capset(sum(1 << c for c in CAPS))
+        for cap in CAPS:
+            linux.prctl_ambient_raise(cap)
+        spec = {**spec, "env": {**spec["env"], "_KINDLING_TEMPLATE_FD": str(keep)}}
+        _exec(spec, tfilter)
+    except BaseException as exc:
+        try:
+            ctl.send(f"{type(exc).__name__}: {exc}".encode()[:200])
+        except OSError:
+            pass
+        os._exit(126)
+
+
 class Spawner:
     def __init__(self, server: socket.socket, cfg: Config) -> None:
         self.server = server
         self.cfg = cfg
         self.filter = seccomp.build()
+        self.template_filter = seccomp.build(template=True)
+        self.strict_bpf = seccomp.bpf(self.filter).hex()
         self.pool: list[Shell] = []
+        self.templates: dict[str, Template] = {}
         self.runtimes: dict[int, Cgroup] = {}
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         self.wake_r, wake_w = os.pipe()
@@ -217,6 +406,17 @@ class Spawner:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel = selectors.DefaultSelector()
+
+    def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
+        self.notify({"req": req, **doc}, fds)
+
+    def notify(self, doc: dict, fds: list[int] | None = None) -> None:
+        try:
+            socket.send_fds(self.server, [json.dumps(doc).encode()], fds or [])
+        except OSError:  # Kindling has gone: so does everything it ran
+            self.shutdown()
+            raise SystemExit(0) from None
 
     def fill(self) -> None:
         """Prepare one more shell if the pool is short (one at a time, so requests never wait long)."""
@@ -227,19 +427,101 @@ class Spawner:
                 print(f"kindling spawner: could not prepare a sandbox: {exc}", file=sys.stderr)
 
     def spawn(self, spec: dict, out_fd: int) -> None:
+        shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
+        shell.go(spec, out_fd)
+        self.runtimes[shell.pid] = shell.cgroup
+        self.answer(spec["req"], {"ok": True, "pid": shell.pid, "cgroup": shell.id}, [shell.listener])
+        os.close(shell.listener)
+
+    def template(self, spec: dict, out_fd: int) -> None:
+        old = self.templates.pop(spec["template"], None)
+        if old is not None:
+            self.drop_template(old)
+        t = Template(self.cfg, self.template_filter, spec, out_fd)
+        self.templates[t.id] = t
+        self.sel.register(t.ctl, selectors.EVENT_READ, t)
+
+    def clone(self, spec: dict, out_fd: int) -> None:
+        t = self.templates.get(spec["template"])
+        if t is None or not t.ready:
+            raise OSError(f"no ready template {spec['template']}")
+        pid, listener, cgroup = t.clone(spec, out_fd, self.strict_bpf)
+        self.runtimes[pid] = cgroup
+        self.answer(spec["req"], {"ok": True, "pid": pid, "cgroup": cgroup.name}, [listener])
+        os.close(listener)
+        self.clone_exits(t)
+        t.make_spare(self.strict_bpf)
+
+    def drop_template(self, t: Template) -> None:
         try:
-            shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
-            shell.go(spec, out_fd)
-            self.runtimes[shell.pid] = shell.cgroup
-            socket.send_fds(self.server, [json.dumps({"ok": True, "pid": shell.pid, "cgroup": shell.id}).encode()],
-                            [shell.listener])
-            os.close(shell.listener)
+            self.sel.unregister(t.ctl)
+        except (KeyError, ValueError):
+            pass
+        t.discard()
+
+    def from_template(self, t: Template) -> None:
+        """A template said something: ready, a clone's PID, a clone's exit, or it died."""
+        try:
+            msg = t.ctl.recv(MSG)
+        except OSError:
+            msg = b""
+        if msg == b"ready":
+            try:
+                t.make_spare(self.strict_bpf)
+                t.ready = True
+                self.answer(t.req, {"ok": True, "template": t.id})
+            except OSError as exc:
+                self.answer(t.req, {"ok": False, "error": str(exc)})
+            return
+        if not msg or not msg.startswith(b"{"):  # the template exited (init failed, or killed) or failed set-up
+            if not t.ready:
+                reason = msg.decode(errors="replace") or "the template's init failed"
+                self.answer(t.req, {"ok": False, "error": reason})
+            self.templates.pop(t.id, None)
+            self.drop_template(t)
+            return
+        t.exits.append(json.loads(msg))
+        self.clone_exits(t)
+
+    def clone_exits(self, t: Template) -> None:
+        for doc in t.exits:
+            host = t.clones.pop(doc["exit"], 0)
+            if self.runtimes.pop(host, None) is not None:
+                self.notify({"exit": host, "code": doc["code"]})
+        t.exits.clear()
+
+    def request(self) -> bool:
+        msg, fds, _, _ = socket.recv_fds(self.server, MSG, 2)
+        if not msg:  # Kindling has gone: so does everything it ran
+            self.shutdown()
+            return False
+        spec = json.loads(msg)
+        try:
+            if spec["op"] == "spawn":
+                self.spawn(spec, fds[0])
+            elif spec["op"] == "template":
+                self.template(spec, fds[0])
+            elif spec["op"] == "clone":
+                self.clone(spec, fds[0])
+            elif spec["op"] == "drop":
+                t = self.templates.pop(spec["template"], None)
+                if t is not None:
+                    self.drop_template(t)
+                self.answer(spec["req"], {"ok": True})
         except OSError as exc:
-            self.server.send(json.dumps({"ok": False, "error": str(exc)}).encode())
+            self.answer(spec["req"], {"ok": False, "error": str(exc)})
         finally:
-            os.close(out_fd)
+            if spec["op"] in ("spawn", "clone"):
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        return True
 
     def shutdown(self) -> None:
+        for t in self.templates.values():
+            t.discard()
         for shell in self.pool:
             shell.discard()
             shell.cgroup.destroy()
@@ -260,15 +542,14 @@ class Spawner:
                 return
             if pid in self.runtimes:
                 del self.runtimes[pid]
-                self.server.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+                self.notify({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
     def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.server, selectors.EVENT_READ, "server")
-        sel.register(self.wake_r, selectors.EVENT_READ, "signal")
+        self.sel.register(self.server, selectors.EVENT_READ, "server")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.fill()
         while True:
-            for key, _ in sel.select(timeout=None if len(self.pool) >= self.cfg.pool else 0):
+            for key, _ in self.sel.select(timeout=None if len(self.pool) >= self.cfg.pool else 0):
                 if key.data == "signal":
                     try:
                         while os.read(self.wake_r, 512):
@@ -276,12 +557,11 @@ class Spawner:
                     except BlockingIOError:
                         pass
                     self.reap()
-                else:
-                    msg, fds, _, _ = socket.recv_fds(self.server, MSG, 1)
-                    if not msg:  # Kindling has gone: so does everything it ran
-                        self.shutdown()
+                elif key.data == "server":
+                    if not self.request():
                         return
-                    self.spawn(json.loads(msg), fds[0])
+                else:
+                    self.from_template(key.data)
             self.reap()
             self.fill()
 

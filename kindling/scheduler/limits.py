@@ -2,7 +2,10 @@
 
 Every invoke in flight counts against its function: against the function's
 reserved concurrency when it has one, otherwise against the account's
-unreserved pool (the account limit less all reservations). Going past either
+unreserved pool (the account limit less all reservations). A version's
+provisioned concurrency is carved out of its function's reservation: invokes
+of that version up to its provisioned count always fit, the rest of the
+function shares what the reservation leaves. Going past either
 answers 429 TooManyRequestsException with Lambda's Reason. Scale-out is rate
 limited per function: 1,000 new execution environments per 10 seconds.
 """
@@ -27,31 +30,48 @@ class Counter:
     def __init__(self, account_limit: int) -> None:
         self.account_limit = account_limit
         self.reserved: dict[str, int] = {}  # function name → ReservedConcurrentExecutions
+        self.provisioned: dict[str, dict[str, int]] = defaultdict(dict)  # function → version → count
         self.in_flight: dict[str, int] = defaultdict(int)
+        self.version_in_flight: dict[tuple[str, str], int] = defaultdict(int)
         self.unreserved_in_flight = 0
 
     @property
     def unreserved_limit(self) -> int:
         return self.account_limit - sum(self.reserved.values())
 
-    def admit(self, name: str) -> None:
+    def admit(self, name: str, version: str = "$LATEST") -> None:
         """Count one more invoke of ``name`` in flight, or raise Lambda's throttle."""
         reserved = self.reserved.get(name)
-        if reserved is not None:
-            if self.in_flight[name] >= reserved:
+        provisioned = self.provisioned.get(name) or {}
+        if self.version_in_flight[name, version] < provisioned.get(version, 0):
+            pass  # within the version's provisioned concurrency
+        elif reserved is not None:
+            shared = reserved - sum(provisioned.values())
+            in_use = sum(max(0, n - provisioned.get(v, 0)) for (f, v), n in self.version_in_flight.items() if f == name)
+            if in_use >= shared:
                 raise throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         elif self.unreserved_in_flight >= self.unreserved_limit:
             raise throttled("ConcurrentInvocationLimitExceeded")
-        else:
+        if reserved is None:
             self.unreserved_in_flight += 1
         self.in_flight[name] += 1
+        self.version_in_flight[name, version] += 1
 
-    def done(self, name: str) -> None:
+    def done(self, name: str, version: str = "$LATEST") -> None:
         self.in_flight[name] -= 1
+        self.version_in_flight[name, version] -= 1
         if name not in self.reserved:
             self.unreserved_in_flight -= 1
         if not self.in_flight[name]:
             del self.in_flight[name]
+        if not self.version_in_flight[name, version]:
+            del self.version_in_flight[name, version]
+
+    def set_provisioned(self, name: str, version: str, count: int | None) -> None:
+        if count:
+            self.provisioned[name][version] = count
+        else:
+            self.provisioned[name].pop(version, None)
 
     def set_reserved(self, name: str, value: int | None) -> None:
         """Change a reservation, moving the function's in-flight invokes between the pools."""

@@ -8,7 +8,7 @@ comes free first (a new one, or a warm one finishing) serves the oldest
 waiter. New environments must fit in the memory budget (the sum of their
 MemorySize); idle environments are reclaimed least recently used first to make
 room, and an invoke that cannot get room is throttled rather than left
-waiting. A changed function bumps its generation: idle environments of the old
+waiting. A changed version bumps its generation: idle environments of the old
 one are shut down at once, busy ones as soon as they finish. Environments idle
 past the keep-alive are reclaimed by a periodic reaper.
 """
@@ -24,8 +24,9 @@ from collections.abc import AsyncIterator
 
 from kindling.observability.logs import LogStore
 from kindling.sandbox import Backend
-from kindling.sandbox.environment import SHUTDOWN_GRACE, ExecutionEnvironment, FunctionVersion
+from kindling.sandbox.environment import INIT_TIMEOUT, SHUTDOWN_GRACE, ExecutionEnvironment, FunctionVersion
 from kindling.scheduler.limits import Counter, ScaleRate, throttled
+from kindling.scheduler.templates import Templates
 
 log = logging.getLogger("kindling.scheduler")
 
@@ -41,7 +42,7 @@ class VersionPool:
 
 class Scheduler:
     def __init__(self, logs: LogStore, base_env: dict[str, str], keep_alive: float, backend: Backend,
-                 counter: Counter | None = None, memory_budget_mb: int = 0) -> None:
+                 counter: Counter | None = None, memory_budget_mb: int = 0, templates: str = "off") -> None:
         self.logs = logs
         self.backend = backend
         self.base_env = base_env
@@ -49,10 +50,12 @@ class Scheduler:
         self.counter = counter or Counter(1000)
         self.memory_budget_mb = memory_budget_mb or _default_budget_mb()
         self.scale = ScaleRate()
+        self.templates = Templates(backend, logs, base_env, templates)
         self.pools: dict[Key, VersionPool] = defaultdict(VersionPool)
         self.environments: set[ExecutionEnvironment] = set()
-        self.generation: dict[str, int] = defaultdict(int)
+        self.generation: dict[tuple[str, str], int] = defaultdict(int)  # per (function, version)
         self._born: dict[ExecutionEnvironment, int] = {}
+        self.provisioned: dict[tuple[str, str], int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.cold_starts = 0
 
@@ -60,7 +63,7 @@ class Scheduler:
     @contextlib.asynccontextmanager
     async def environment(self, fn: FunctionVersion) -> AsyncIterator[ExecutionEnvironment]:
         """An environment of ``fn`` for one invoke, counted against its concurrency while in use."""
-        self.counter.admit(fn.name)
+        self.counter.admit(fn.name, fn.version)
         try:
             env = await self.acquire(fn)
             try:
@@ -68,7 +71,7 @@ class Scheduler:
             finally:
                 self.release(env)
         finally:
-            self.counter.done(fn.name)
+            self.counter.done(fn.name, fn.version)
 
     async def acquire(self, fn: FunctionVersion) -> ExecutionEnvironment:
         pool = self.pools[fn.key]
@@ -99,15 +102,24 @@ class Scheduler:
             pool.waiters.pop().set_exception(exc)
             return
         env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
+        env.template = self.templates.get(fn)
         self.environments.add(env)
-        self._born[env] = self.generation[fn.name]
+        self._born[env] = self.generation[fn.name, fn.version]
         pool.starting += 1
         self.cold_starts += 1
         asyncio.get_running_loop().create_task(self._boot(env, pool))
 
     async def _boot(self, env: ExecutionEnvironment, pool: VersionPool) -> None:
         try:
-            await env.start()
+            try:
+                await env.start()
+            except OSError:
+                if env.template is None:
+                    raise
+                log.warning("template of %s failed to make an environment; starting a fresh one", env.fn.name)
+                self.templates.forget(env.fn.key)
+                env.template = None
+                await env.start()
         except Exception as exc:
             log.exception("could not start an execution environment for %s", env.fn.name)
             pool.starting -= 1
@@ -129,13 +141,73 @@ class Scheduler:
 
     def release(self, env: ExecutionEnvironment) -> None:
         pool = self.pools[env.fn.key]
-        if env.dead or self._born.get(env) != self.generation[env.fn.name]:
+        if env.dead or self._born.get(env) != self.generation[env.fn.name, env.fn.version]:
             env.shutdown()
             self._forget(env)
             if pool.waiters and pool.starting < len(pool.waiters):
                 self._start(env.fn, pool)
         else:
             self._hand_over(env, pool)
+            if env.template is None:
+                self.templates.ensure(env.fn)  # init has run: later cold starts can fork from a template
+
+    # -- provisioned concurrency --------------------------------------------------------------------
+    async def provision(self, fn: FunctionVersion, count: int) -> int:
+        """Keep ``count`` environments of ``fn`` initialized ahead of invokes; returns how many are ready.
+
+        They are made with AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency, run init now, are
+        never reaped for idleness nor reclaimed for memory, and serve their version's invokes first.
+        """
+        pool = self.pools[fn.key]
+        self.provisioned[fn.name, fn.version] = count
+        pinned = [e for e in self.environments if e.pinned and e.fn.key == fn.key and not e.dead]
+        for env in pinned[count:]:  # fewer than before
+            if not env.busy:
+                self._retire_pinned(env, pool)
+        missing = count - min(count, len(pinned))
+        results = await asyncio.gather(*(self._provision_one(fn, pool) for _ in range(missing)),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("provisioned concurrency for %s:%s: %s", fn.name, fn.version, failed[0])
+        return min(count, len(pinned)) + missing - len(failed)
+
+    async def _provision_one(self, fn: FunctionVersion, pool: VersionPool) -> None:
+        self._make_room(int(fn.config["MemorySize"]))
+        env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
+        env.initialization_type = "provisioned-concurrency"
+        env.pinned = True
+        self.environments.add(env)
+        self._born[env] = self.generation[fn.name, fn.version]
+        try:
+            await env.start()
+            await asyncio.wait_for(env.initialized.wait(), INIT_TIMEOUT)
+        except BaseException:
+            env.shutdown()
+            self._forget(env)
+            raise
+        if env.dead:
+            self._forget(env)
+            raise OSError("the provisioned environment's init failed")
+        self._hand_over(env, pool)
+
+    def unprovision(self, name: str, version: str) -> None:
+        """Stop keeping environments of this version ahead: idle ones go now, busy ones when done."""
+        self.provisioned.pop((name, version), None)
+        for env in [e for e in self.environments if e.pinned and e.fn.name == name and e.fn.version == version]:
+            if not env.busy:
+                self._retire_pinned(env, self.pools[env.fn.key])
+            else:
+                env.pinned = False  # an ordinary environment from now on: reaped when idle
+
+    def _retire_pinned(self, env: ExecutionEnvironment, pool: VersionPool) -> None:
+        if env in pool.idle:
+            pool.idle.remove(env)
+        env.shutdown()
+        self._forget(env)
+
+    def provisioned_available(self, fn: FunctionVersion) -> int:
+        return sum(1 for e in self.environments if e.pinned and e.fn.key == fn.key and not e.dead)
 
     # -- memory -------------------------------------------------------------------------------------
     def memory_in_use_mb(self) -> int:
@@ -146,7 +218,7 @@ class Scheduler:
         free = self.memory_budget_mb - self.memory_in_use_mb()
         if free >= need_mb:
             return
-        idle = sorted((e for p in self.pools.values() for e in p.idle), key=lambda e: e.last_used)
+        idle = sorted((e for p in self.pools.values() for e in p.idle if not e.pinned), key=lambda e: e.last_used)
         for env in idle:
             if free >= need_mb:
                 break
@@ -159,17 +231,24 @@ class Scheduler:
             raise throttled("ConcurrentInvocationLimitExceeded")
 
     # -- changes and reaping ------------------------------------------------------------------------
-    def function_changed(self, name: str) -> None:
-        """Retire every environment of ``name``: its code or configuration changed, or it is gone."""
-        self.generation[name] += 1
-        for key in [k for k in self.pools if k[0] == name]:
-            pool = self.pools[key]
+    def function_changed(self, name: str, version: str | None = None) -> None:
+        """Retire the environments of one version of ``name`` (of all, when ``version`` is None): its code
+        or configuration changed, or it is gone. Other versions' environments keep serving."""
+        keys = {k[:2] for k in self.pools if k[0] == name} | {k for k in self.generation if k[0] == name}
+        if version is not None:
+            keys = {k for k in keys if k[1] == version} | {(name, version)}
+        for key in keys:
+            self.generation[key] += 1
+            self.provisioned.pop(key, None)
+        self.templates.function_changed(name, version)
+        for pool_key in [k for k in self.pools if k[:2] in keys]:
+            pool = self.pools[pool_key]
             for env in pool.idle:
                 env.shutdown()
                 self._forget(env)
             pool.idle.clear()
             if not pool.waiters and not pool.starting:
-                del self.pools[key]
+                del self.pools[pool_key]
 
     def _forget(self, env: ExecutionEnvironment) -> None:
         self.environments.discard(env)
@@ -180,7 +259,7 @@ class Scheduler:
         cutoff = time.monotonic() - self.keep_alive
         reaped = 0
         for pool in self.pools.values():
-            for env in [e for e in pool.idle if e.dead or e.last_used <= cutoff]:
+            for env in [e for e in pool.idle if e.dead or (e.last_used <= cutoff and not e.pinned)]:
                 pool.idle.remove(env)
                 env.shutdown()
                 self._forget(env)

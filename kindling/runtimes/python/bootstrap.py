@@ -863,6 +863,11 @@ def main():
         sys.stdout.flush()
         os._exit(1)
 
+    template_fd = env.get("_KINDLING_TEMPLATE_FD")
+    if template_fd:  # a template: wait to be forked; what returns is a new environment
+        import kindling_template
+        kindling_template.serve(int(template_fd))
+
     next_path = _API_PREFIX + "invocation/next"
     environ = os.environ
     while True:

@@ -1,0 +1,179 @@
+"""Template mode of Kindling's Python runtime: an initialized runtime that execution environments fork from.
+
+The bootstrap imports the handler (init) and, when ``_KINDLING_TEMPLATE_FD`` is
+set, calls ``serve``: the ``snapshot_restore_py`` before-snapshot hooks run, and
+the process waits on its control socket. For each request it forks a clone in a
+new PID namespace; the clone makes its own mount, network, IPC and UTS
+namespaces, mounts its own /tmp and /proc, opens its Runtime API socket and
+hands it over (with its credentials, so the spawner learns its host PID), drops
+every capability, sets no_new_privs, loads the strict seccomp filter, reseeds
+randomness, runs the after-restore hooks and returns into the runtime's loop.
+
+Stdlib only (ctypes), for every python3.x runtime. The template itself holds
+capabilities only inside its own user namespace, which it needs to make the
+clones' namespaces.
+"""
+
+import ctypes
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+RESTORED_AT = 0.0  # monotonic time the clone was put to use
+
+
+def _check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source, target, fstype, flags, data=None):
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                       ctypes.c_ulong(flags), data.encode() if data else None), "mount " + target)
+
+
+def _hooks(name):
+    module = sys.modules.get("snapshot_restore_py")
+    if module is None:
+        return
+    for func, args, kwargs in list(getattr(module, "get_" + name)()):
+        func(*args, **kwargs)
+
+
+def serve(fd):
+    """Run as the template until a fork: returns only in a clone, ready for its first invoke."""
+    ctl = socket.socket(fileno=fd)
+    _hooks("before_snapshot")
+    import gc
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()  # keep the heap's pages shared with the clones
+    sys.stdout.flush()
+    sys.stderr.flush()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    ctl.send(b"ready")
+    middles = set()
+    while True:
+        ready, _, _ = select.select([ctl, wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 512)
+            _reap(ctl, middles)
+        if ctl in ready:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 1)
+            if not msg:
+                os._exit(0)
+            spec = json.loads(msg)
+            middle = os.fork()
+            if middle == 0:
+                # A new PID namespace can be made once per process: this short-lived one makes it,
+                # forks the clone as its PID 1, reports it and exits; the template adopts the clone.
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                try:
+                    _check(_libc.unshare(CLONE_NEWPID), "unshare")
+                    pid = os.fork()
+                except OSError as exc:
+                    os.write(2, f"kindling: could not fork an environment: {exc}\n".encode())
+                    os._exit(1)
+                if pid == 0:
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    ctl.close()
+                    _become_clone(spec, fds[0])
+                    return
+                ctl.send(json.dumps({"cloned": pid}).encode())
+                os._exit(0)
+            middles.add(middle)
+            for f in fds:
+                os.close(f)
+
+
+def _reap(ctl, middles):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid in middles:
+            middles.discard(pid)
+            continue
+        code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (
+            -(status & 0x7F) if status & 0x7F else status >> 8)
+        ctl.send(json.dumps({"exit": pid, "code": code}).encode())
+
+
+def _become_clone(spec, report_fd):
+    """Make this process an environment's, hand over its Runtime API socket, then wait to be used.
+
+    Clones are made ahead of need: everything but the environment's own log pipe and variables is
+    done before the wait, so a cold start only sends "go"."""
+    report = socket.socket(fileno=report_fd)
+    try:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(spec['tmp_mb'])}m,mode=0700,uid={os.getuid()},gid={os.getgid()}")
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]
+            fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 9001))
+        listener.listen(16)
+        creds = struct.pack("iII", os.getpid(), os.getuid(), os.getgid())
+        report.sendmsg([b"api"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", listener.fileno())),
+                                  (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
+        listener.close()
+        _drop_privileges(bytes.fromhex(spec["seccomp"]))
+        msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 1)
+        if not msg:
+            os._exit(0)  # discarded unused
+        global RESTORED_AT
+        RESTORED_AT = time.monotonic()
+        go = json.loads(msg)
+        report.close()
+        os.dup2(fds[0], 1)
+        os.dup2(fds[0], 2)
+        os.close(fds[0])
+    except BaseException as exc:
+        try:
+            os.write(2, f"kindling: clone set-up failed: {exc}\n".encode())
+        finally:
+            os._exit(126)
+    os.environ.update(go["env"])
+    if "random" in sys.modules:
+        sys.modules["random"].seed()  # clones of one template must not share random state
+    _hooks("after_restore")
+
+
+def _drop_privileges(bpf):
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("Ii", 0x20080522, 0)
+    _check(_libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(bytes(24))), "capset")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    prog = ctypes.create_string_buffer(bpf)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(bpf) // 8, ctypes.cast(prog, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")

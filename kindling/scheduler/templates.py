@@ -1,0 +1,127 @@
+"""Initialized templates: SnapStart for every cold start, from a fork instead of a fresh interpreter.
+
+Once a version's init has run in an ordinary environment, a template of it is
+made in the background: a runtime that runs init (and the before-snapshot
+hooks) once and then waits to be forked. Later cold starts of that version are
+clones of it, each in its own namespaces, cgroup and /tmp, with
+AWS_LAMBDA_INITIALIZATION_TYPE=snap-start and a Restore Duration in REPORT.
+Templates apply to published versions whose SnapStart ApplyOn is
+PublishedVersions, and to $LATEST unless ``--templates snapstart`` (``off``:
+never). They need the isolated sandbox and Kindling's Python runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import defaultdict
+
+from kindling.observability.logs import LogStore
+from kindling.sandbox import Backend
+from kindling.sandbox.environment import INIT_TIMEOUT, ExecutionEnvironment, FunctionVersion
+
+log = logging.getLogger("kindling.templates")
+
+Key = tuple[str, str, str]
+
+
+class Templates:
+    def __init__(self, backend: Backend, logs: LogStore, base_env: dict[str, str], mode: str = "on") -> None:
+        self.backend = backend
+        self.logs = logs
+        self.base_env = base_env
+        self.mode = mode
+        self.ready: dict[Key, str] = {}
+        self.pending: set[Key] = set()
+        self.failed: set[Key] = set()
+        self.generation: dict[tuple[str, str], int] = defaultdict(int)
+
+    def eligible(self, fn: FunctionVersion) -> bool:
+        if self.mode == "off" or not hasattr(self.backend, "template"):
+            return False
+        if not str(fn.config.get("Runtime", "")).startswith("python"):
+            return False  # a template is Kindling's own runtime, waiting after init
+        if fn.version == "$LATEST":
+            return self.mode == "on"
+        return (fn.config.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions"
+
+    def get(self, fn: FunctionVersion) -> str | None:
+        return self.ready.get(fn.key)
+
+    def ensure(self, fn: FunctionVersion) -> None:
+        """Make a template of ``fn`` in the background, once, if it is eligible."""
+        key = fn.key
+        if key in self.ready or key in self.pending or key in self.failed or not self.eligible(fn):
+            return
+        self.pending.add(key)
+        asyncio.get_running_loop().create_task(self._make(fn))
+
+    def forget(self, key: Key) -> None:
+        """A template that could not make an environment: cold starts go back to fresh interpreters."""
+        tid = self.ready.pop(key, None)
+        self.failed.add(key)
+        if tid is not None:
+            asyncio.get_running_loop().create_task(self._drop(tid))
+
+    async def _make(self, fn: FunctionVersion) -> None:
+        key, generation = fn.key, self.generation[fn.name, fn.version]
+        # An environment object gives the template the same variables and a log stream for init's output.
+        shape = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
+        shape.initialization_type = "snap-start"
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(read_fd, _copy, read_fd, shape)
+        tid = uuid.uuid4().hex
+        c = fn.config
+        try:
+            await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
+                tid, list(fn.argv), shape._environment(), fn.task_root, int(c["MemorySize"]),
+                int(c["EphemeralStorage"]["Size"]), write_fd), INIT_TIMEOUT)
+        except (TimeoutError, OSError) as exc:
+            log.info("no template for %s:%s (%s); its cold starts start fresh interpreters", fn.name, fn.version, exc)
+            self.failed.add(key)
+            await self._drop(tid)
+            return
+        finally:
+            self.pending.discard(key)
+            loop.call_later(1.0, _close_reader, loop, read_fd, shape)
+        if self.generation[fn.name, fn.version] != generation:
+            await self._drop(tid)  # the function changed while its template was being made
+            return
+        self.ready[key] = tid
+        log.info("template ready for %s:%s", fn.name, fn.version)
+
+    def function_changed(self, name: str, version: str | None = None) -> None:
+        def hit(k: tuple[str, ...]) -> bool:
+            return k[0] == name and (version is None or k[1] == version)
+        for gen in [k for k in self.generation if hit(k)] + ([(name, version)] if version else []):
+            self.generation[gen] += 1
+        for key in [k for k in self.ready if hit(k)]:
+            asyncio.get_running_loop().create_task(self._drop(self.ready.pop(key)))
+        self.failed = {k for k in self.failed if not hit(k)}
+
+    async def _drop(self, tid: str) -> None:
+        try:
+            await self.backend.drop(tid)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+
+def _copy(fd: int, shape: ExecutionEnvironment) -> None:
+    """The template's init output, into its log stream."""
+    try:
+        while chunk := os.read(fd, 65536):
+            shape._lines(chunk)
+        asyncio.get_running_loop().remove_reader(fd)
+    except BlockingIOError:
+        pass
+    shape.log.flush()
+
+
+def _close_reader(loop: asyncio.AbstractEventLoop, fd: int, shape: ExecutionEnvironment) -> None:
+    _copy(fd, shape)
+    loop.remove_reader(fd)
+    os.close(fd)
