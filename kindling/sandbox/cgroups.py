@@ -44,6 +44,7 @@ class Cgroup:
     def __init__(self, name: str, create: bool = True) -> None:
         self.v = version()
         self.name = name
+        self._freezer: int | None = None
         if self.v == 2:
             self.dirs = {"all": ROOT / "kindling" / name}
         else:
@@ -91,10 +92,14 @@ class Cgroup:
         _write(path, limited if on else unlimited)
 
     def freeze(self, frozen: bool) -> None:
+        """Stop (or resume) every process in the group. The file stays open: this runs around every invoke."""
+        if self._freezer is None:
+            path = self.dirs["all"] / "cgroup.freeze" if self.v == 2 else self.dirs["freezer"] / "freezer.state"
+            self._freezer = os.open(path, os.O_WRONLY)
         if self.v == 2:
-            _write(self.dirs["all"] / "cgroup.freeze", "1" if frozen else "0")
+            os.write(self._freezer, b"1" if frozen else b"0")
         else:
-            _write(self.dirs["freezer"] / "freezer.state", "FROZEN" if frozen else "THAWED")
+            os.write(self._freezer, b"FROZEN" if frozen else b"THAWED")
 
     def peak_memory_mb(self) -> int:
         if self.v == 2:
@@ -114,6 +119,9 @@ class Cgroup:
 
     def destroy(self) -> None:
         """Kill what is left in the group and remove it."""
+        if self._freezer is not None:
+            os.close(self._freezer)
+            self._freezer = None
         for d in self.dirs.values():
             for _ in range(50):
                 try:

@@ -35,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import uuid
 
 from kindling.sandbox import linux, seccomp
@@ -51,6 +52,7 @@ GROUP = "root:x:0:\nsbx_user1051:x:{gid}:\n"
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 RO = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
 MSG = 1 << 16
+QUIET = 0.05  # seconds without requests before preparing sandboxes ahead
 CLONE_NEWUSER = 0x10000000
 CAPS = (21, 12)  # CAP_SYS_ADMIN, CAP_NET_ADMIN: what a template needs, in its user namespace only
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
@@ -407,6 +409,7 @@ class Spawner:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.sel = selectors.DefaultSelector()
+        self.last_request = 0.0
 
     def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
         self.notify({"req": req, **doc}, fds)
@@ -418,13 +421,24 @@ class Spawner:
             self.shutdown()
             raise SystemExit(0) from None
 
+    def short(self) -> list[Template | None]:
+        """What to prepare ahead: a template lacking its spare clone, or None for a shell."""
+        out: list[Template | None] = [t for t in self.templates.values() if t.ready and t.spare is None]
+        return out + [None] * (self.cfg.pool - len(self.pool))
+
     def fill(self) -> None:
-        """Prepare one more shell if the pool is short (one at a time, so requests never wait long)."""
-        if len(self.pool) < self.cfg.pool:
-            try:
+        """Prepare one thing ahead (one at a time, so requests never wait long), once requests have
+        paused: preparing competes for the CPU with the environment that was just started."""
+        short = self.short()
+        if not short or time.monotonic() - self.last_request < QUIET:
+            return
+        try:
+            if short[0] is None:
                 self.pool.append(Shell(self.cfg, self.filter))
-            except OSError as exc:
-                print(f"kindling spawner: could not prepare a sandbox: {exc}", file=sys.stderr)
+            else:
+                short[0].make_spare(self.strict_bpf)
+        except OSError as exc:
+            print(f"kindling spawner: could not prepare a sandbox: {exc}", file=sys.stderr)
 
     def spawn(self, spec: dict, out_fd: int) -> None:
         shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
@@ -450,7 +464,6 @@ class Spawner:
         self.answer(spec["req"], {"ok": True, "pid": pid, "cgroup": cgroup.name}, [listener])
         os.close(listener)
         self.clone_exits(t)
-        t.make_spare(self.strict_bpf)
 
     def drop_template(self, t: Template) -> None:
         try:
@@ -491,6 +504,7 @@ class Spawner:
         t.exits.clear()
 
     def request(self) -> bool:
+        self.last_request = time.monotonic()
         msg, fds, _, _ = socket.recv_fds(self.server, MSG, 2)
         if not msg:  # Kindling has gone: so does everything it ran
             self.shutdown()
@@ -549,7 +563,8 @@ class Spawner:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.fill()
         while True:
-            for key, _ in self.sel.select(timeout=None if len(self.pool) >= self.cfg.pool else 0):
+            wait = max(0.0, QUIET - (time.monotonic() - self.last_request)) if self.short() else None
+            for key, _ in self.sel.select(timeout=wait):
                 if key.data == "signal":
                     try:
                         while os.read(self.wake_r, 512):

@@ -45,6 +45,7 @@ class Conflict(Exception):
 class FunctionStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._cache: dict[tuple[str, str], FunctionRecord] = {}
 
     def create(self, name: str, config: dict[str, Any], code_key: str, tags: dict[str, str]) -> FunctionRecord:
         rev = config["RevisionId"]
@@ -57,7 +58,18 @@ class FunctionStore:
             raise AlreadyExists(name) from exc
         return FunctionRecord(name, LATEST, config, code_key, rev, tags)
 
+    def invalidate(self, name: str) -> None:
+        """Forget cached records of ``name``: called on every change to the function (writes here, and
+        FunctionService's listeners for the version and alias stores). One process owns the cache: a
+        cluster of frontends would need a shared invalidation, as the design notes say."""
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
+
     def get(self, name: str, version: str = LATEST) -> FunctionRecord | None:
+        """The record of one version; cached, since every invoke reads it (records are immutable)."""
+        cached = self._cache.get((name, version))
+        if cached is not None:
+            return cached
         q = (select(versions.c.config, versions.c.code_key, versions.c.revision_id, functions.c.tags)
              .join(functions, functions.c.name == versions.c.function_name)
              .where(versions.c.function_name == name, versions.c.version == version))
@@ -65,7 +77,9 @@ class FunctionStore:
             row = conn.execute(q).first()
         if row is None:
             return None
-        return FunctionRecord(name, version, row.config, row.code_key, row.revision_id, row.tags)
+        rec = FunctionRecord(name, version, row.config, row.code_key, row.revision_id, row.tags)
+        self._cache[name, version] = rec
+        return rec
 
     def list_functions(self, marker: tuple[str, str] | None, limit: int,
                        all_versions: bool = False) -> tuple[list[FunctionRecord], tuple[str, str] | None]:
@@ -102,11 +116,13 @@ class FunctionStore:
             ).values(config=config, code_key=code_key, revision_id=rev)).rowcount
         if n != 1:
             raise Conflict(record.name)
+        self.invalidate(record.name)
         return dataclasses.replace(record, config=config, code_key=code_key, revision_id=rev)
 
     def set_tags(self, name: str, tags: dict[str, str]) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(functions).where(functions.c.name == name).values(tags=tags))
+        self.invalidate(name)
 
     def delete(self, name: str) -> list[str]:
         """Remove the function with all its versions (and, by cascade, what else belongs to it);
@@ -115,6 +131,7 @@ class FunctionStore:
             keys = conn.execute(select(versions.c.code_key).where(versions.c.function_name == name)).scalars().all()
             conn.execute(delete(versions).where(versions.c.function_name == name))
             conn.execute(delete(functions).where(functions.c.name == name))
+        self.invalidate(name)
         return list(keys)
 
     def code_keys_in_use(self) -> set[str]:
