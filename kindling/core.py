@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from kindling import credentials
 from kindling.frontend import presign
+from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
+from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
+from kindling.observability import metrics, tracing
 from kindling.observability.logs import LogStore
+from kindling.observability.logs_service import LogsService
+from kindling.queue.service import EventQueue
 from kindling.runtimes.registry import Runtimes
 from kindling.sandbox import make_backend
 from kindling.scheduler.limits import Counter
@@ -17,6 +22,7 @@ from kindling.store.code import CodeStore
 from kindling.store.concurrency import ConcurrencyStore
 from kindling.store.db import open_engine
 from kindling.store.functions import FunctionStore
+from kindling.store.provisioned import ProvisionedStore
 
 
 class Kindling:
@@ -26,22 +32,33 @@ class Kindling:
         data.mkdir(parents=True, exist_ok=True)
         self.engine = open_engine(data)
         self.code = CodeStore(data / "code")
-        self.logs = LogStore(data / "logs")
+        self.logs = LogStore(data / "logs", settings.log_retention_days)
+        self.logs_service = LogsService(self.logs, settings.region, settings.account_id)  # the CloudWatch Logs API
         self.url_secret = presign.load_secret(data)
         # the key pair API requests must be signed with; created_credentials: made just now, show it once
         self.credentials, self.created_credentials = credentials.load(settings)
         runtimes = Runtimes(settings.runtimes)
         runtimes.precompile()
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
+        self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool)
         counter = Counter(settings.concurrency_limit)
         self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend,
-                                   counter, settings.memory_budget_mb)
+                                   counter, settings.memory_budget_mb, settings.templates)
         self.concurrency = ConcurrencyService(self.functions, ConcurrencyStore(self.engine), counter)
-        self.functions.listeners.append(self.scheduler.function_changed)
+        self.functions.listeners.insert(0, self.functions.store.invalidate)  # before anyone reads it again
+        self.functions.version_listeners.append(self.scheduler.function_changed)
         self.functions.listeners.append(self._forget_deleted)
         self.invoker = InvokeService(self.functions, self.scheduler)
+        # provisioned concurrency: stored configs, environments kept initialized per version
+        self.provisioned = ProvisionedService(self.functions, ProvisionedStore(self.engine), self.scheduler,
+                                              self.invoker._version)
+        self.functions.version_listeners.append(self.provisioned.version_changed)
+        self.aliases.listeners.append(self.provisioned.alias_changed)
+        # asynchronous invocation: durable queue, dispatcher, destinations (events.metrics: the async counters)
+        self.events = self.invoker.events = EventQueue(settings, self.engine, self.functions, self.invoker, counter)
+        metrics.watch(counter, self.events.metrics)  # ConcurrentExecutions and the async counters, read at /metrics
 
     def _forget_deleted(self, name: str) -> None:
         if self.functions.store.get(name) is None:
@@ -51,9 +68,17 @@ class Kindling:
         return presign.sign(self.url_secret, f"/_kindling/code/{key}.zip")
 
     async def start(self) -> None:
+        tracing.configure(self.settings.otlp_endpoint)
+        self.logs.start()  # retention
         self.scheduler.start()
+        self.provisioned.start()  # stored configs provision in the background
+        await self.events.start()
 
     async def stop(self) -> None:
+        await self.events.stop()
+        await self.provisioned.stop()
         await self.scheduler.stop()
         self.backend.close()
+        self.logs.stop()
+        tracing.shutdown()
         self.engine.dispose()

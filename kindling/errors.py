@@ -19,10 +19,12 @@ class LambdaError(Exception):
     kind: str | None = "Service"  # the body's "Type"; None leaves it out
     message_key = "message"
 
-    def __init__(self, message: str, **extra: object) -> None:
+    def __init__(self, message: str, *, typed: bool = True, **extra: object) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra  # additional body members, e.g. Reason for throttles
+        if not typed:  # a few of AWS's answers leave "Type" out of an error that usually has it
+            self.kind = None
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -44,9 +46,11 @@ RequestTooLargeException = _error("RequestTooLargeException", 413)
 RequestEntityTooLargeException = _error("RequestEntityTooLargeException", 413, kind=None)
 ResourceNotFoundException = _error("ResourceNotFoundException", 404, key="Message")
 ResourceConflictException = _error("ResourceConflictException", 409)
+ProvisionedConcurrencyConfigNotFoundException = _error("ProvisionedConcurrencyConfigNotFoundException", 404)
 ResourceInUseException = _error("ResourceInUseException", 400)
 PreconditionFailedException = _error("PreconditionFailedException", 412)
 TooManyRequestsException = _error("TooManyRequestsException", 429)
+RecursiveInvocationException = _error("RecursiveInvocationException", 400, key="Message")
 CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 UnsupportedMediaTypeException = _error("UnsupportedMediaTypeException", 415)
 ServiceException = _error("ServiceException", 500, kind="Service")
@@ -56,3 +60,24 @@ AccessDeniedException = _error("AccessDeniedException", 403, kind=None)
 UnrecognizedClientException = _error("UnrecognizedClientException", 403, kind=None)
 InvalidSignatureException = _error("InvalidSignatureException", 403, kind=None)
 IncompleteSignatureException = _error("IncompleteSignatureException", 400, kind=None)
+
+
+class LogsError(LambdaError):
+    """A CloudWatch Logs API error: awsJson1.1's body ``{"__type": ..., "message": ...}``, status 400."""
+
+    status = 400
+    kind = None
+
+    def body(self) -> dict[str, object]:
+        return {"__type": self.code, "message": self.message, **self.extra}
+
+
+def _logs_error(name: str, status: int = 400) -> type[LogsError]:
+    return type(name, (LogsError,), {"code": name, "status": status})
+
+
+LogsResourceNotFoundException = _logs_error("ResourceNotFoundException")
+LogsResourceAlreadyExistsException = _logs_error("ResourceAlreadyExistsException")
+InvalidParameterException = _logs_error("InvalidParameterException")
+LogsUnknownOperationException = _logs_error("UnknownOperationException")
+LogsSerializationException = _logs_error("SerializationException")

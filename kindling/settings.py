@@ -45,9 +45,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_uid", 993, int, "Unprivileged user id functions run as in isolated environments."),
     Setting("sandbox_gid", 990, int, "Group id functions run as in isolated environments."),
     Setting("sandbox_pool", 2, int, "Isolated sandboxes kept ready ahead of cold starts."),
+    Setting("templates", "on", str,
+            "Cold starts forked from initialized templates (SnapStart): 'on' for $LATEST and SnapStart published "
+            "versions, 'snapstart' for those versions only, 'off'. Needs the isolated sandbox."),
     Setting("concurrency_limit", 1000, int, "Account concurrency limit: invokes in flight across all functions."),
     Setting("memory_budget_mb", 0, int,
             "Memory the execution environments of this node may take (sum of MemorySize); 0: 80% of the machine."),
+    Setting("async_delay_scale", 1.0, float,
+            "Multiplies every asynchronous-invocation timing: retry delays after function errors (~60 s, ~120 s), "
+            "throttle backoff (1 s to 5 min) and MaximumEventAgeInSeconds. Tests use e.g. 0.01."),
+    Setting("async_max_in_flight", 32, int, "Asynchronous events the dispatcher runs at once, across all functions."),
+    Setting("sqs_endpoint", "", str,
+            "SQS-compatible endpoint that SQS destinations and dead-letter queues are sent to, e.g. "
+            "http://127.0.0.1:5000. Empty: records for SQS targets count as delivery failures."),
+    Setting("sqs_access_key_id", "test", str, "Access key id for the SQS-compatible endpoint."),
+    Setting("sqs_secret_access_key", "test", str, "Secret access key for the SQS-compatible endpoint."),
+    Setting("log_retention_days", 30, int,
+            "Days function logs are kept in log groups without a retention policy (PutRetentionPolicy); 0: forever."),
+    Setting("otlp_endpoint", "", str,
+            "OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) Kindling sends OpenTelemetry spans to; empty: no "
+            "traces. Needs the 'otlp' extra."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
     Setting("access_key_id", "", str,
             "Access key id of the key pair every API request must be SigV4-signed with. Empty: the pair kept in "
@@ -70,8 +87,16 @@ class Settings:
     sandbox_uid: int = 993
     sandbox_gid: int = 990
     sandbox_pool: int = 2
+    templates: str = "on"
     concurrency_limit: int = 1000
     memory_budget_mb: int = 0
+    async_delay_scale: float = 1.0
+    async_max_in_flight: int = 32
+    sqs_endpoint: str = ""
+    sqs_access_key_id: str = "test"
+    sqs_secret_access_key: str = dataclasses.field(default="test", repr=False)
+    log_retention_days: int = 30
+    otlp_endpoint: str = ""
     log_level: str = "info"
     access_key_id: str = ""
     secret_access_key: str = dataclasses.field(default="", repr=False)

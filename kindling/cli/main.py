@@ -42,6 +42,9 @@ def serve(**options: Any) -> None:
     from kindling.frontend.app import App
 
     cfg = Settings.from_env(**options)
+    import logging
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         kindling = Kindling(cfg)
     except credentials_mod.CredentialsError as exc:
@@ -226,9 +229,11 @@ def invoke(name: str, payload: str, qualifier: str | None, show_logs: bool, endp
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--since", default=0, type=int, help="Only lines at or after this epoch ms.")
+@click.option("--request-id", default=None, help="Only the lines of this invocation (START to REPORT), across streams.")
 @endpoint_option
-def logs(name: str, follow: bool, since: int, endpoint_url: str, data_dir: str | None) -> None:
-    """Print a function's log (all its streams, in time order)."""
+def logs(name: str, follow: bool, since: int, request_id: str | None, endpoint_url: str,
+         data_dir: str | None) -> None:
+    """Print a function's log (all its streams, in time order), or one invocation's."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -238,9 +243,11 @@ def logs(name: str, follow: bool, since: int, endpoint_url: str, data_dir: str |
 
     creds, region = _signing(data_dir)
     signer = SigV4Auth(creds, "lambda", region)
-    seen: set[tuple[object, ...]] = set()
+    seen: set[str] = set()  # eventIds of the newest timestamp printed
     while True:
         url = f"{endpoint_url}/_kindling/logs/{urllib.parse.quote(name, safe='')}?since={since}"
+        if request_id:
+            url += "&requestId=" + urllib.parse.quote(request_id, safe="")
         signed = AWSRequest(method="GET", url=url)
         signer.add_auth(signed)  # like every API request, signed (fresh X-Amz-Date each poll)
         try:
@@ -251,16 +258,35 @@ def logs(name: str, follow: bool, since: int, endpoint_url: str, data_dir: str |
                 message = str(json.loads(exc.read() or b"{}").get("message", exc.reason)).split("\n\n")[0]
             raise click.ClickException(f"{exc.headers.get('X-Amzn-ErrorType', exc.code)}: {message}") from exc
         for e in events:
-            key = (e["timestamp"], e["logStreamName"], e["message"])
-            if key in seen:
+            if e["eventId"] in seen or e["timestamp"] < since:
                 continue
-            seen.add(key)
+            if e["timestamp"] > since:
+                since, seen = e["timestamp"], set()
+            seen.add(e["eventId"])
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e["timestamp"] / 1000))
             click.echo(f"{stamp} {e['message']}")
-            since = max(since, e["timestamp"])
         if not follow:
             return
         time.sleep(0.5)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--endpoint-url", envvar="KINDLING_ENDPOINT", default="http://127.0.0.1:9000", show_default=True,
+              help="Kindling's API.")
+def stats(name: str, endpoint_url: str) -> None:
+    """Print a function's metrics since the server started: invocations, errors, throttles, duration
+    (average, p50/p90/p99, max), cold starts, per version and alias (from /metrics)."""
+    import urllib.request
+
+    from kindling.observability.stats import table
+
+    try:
+        with urllib.request.urlopen(f"{endpoint_url}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        raise click.ClickException(f"could not read {endpoint_url}/metrics: {exc}") from exc
+    click.echo(table(text, name))
 
 
 def _version() -> str:

@@ -15,8 +15,9 @@ from urllib.parse import parse_qs
 
 from kindling import errors
 from kindling.core import Kindling
-from kindling.frontend import auth, presign, protocol, validate
+from kindling.frontend import auth, logs_api, presign, protocol, validate
 from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
+from kindling.observability import metrics, tracing
 
 log = logging.getLogger("kindling.frontend")
 
@@ -41,16 +42,25 @@ class App:
         path: str = scope["path"]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        logs_request = logs_api.is_logs_request(scope["method"], path, headers)  # CloudWatch Logs (awsJson1.1)
         try:
             body = await _read_body(receive, MAX_REQUEST)
             if auth.required(path, body):
-                self.verifier.verify(scope, headers, query, body)
-            if path.startswith("/_kindling/"):
+                self.verifier.verify(scope, headers, query, body,
+                                     expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE)
+            if logs_request:
+                status, out_headers, payload = await logs_api.handle(self.k, headers, body)
+            elif path == "/metrics":  # Prometheus scrapes it unsigned
+                content_type, payload = metrics.exposition()
+                status, out_headers = 200, [("Content-Type", content_type)]
+            elif path.startswith("/_kindling/logs/"):
+                status, out_headers, payload = await logs_api.internal(self.k, path[len("/_kindling/logs/"):], query)
+            elif path.startswith("/_kindling/"):
                 status, out_headers, payload = self._internal(path, query)
             else:
                 status, out_headers, payload = await self._lambda(scope, path, query, headers, body, request_id)
         except errors.LambdaError as exc:
-            status, out_headers, payload = _error(exc)
+            status, out_headers, payload = logs_api.error(exc) if logs_request else _error(exc)
         except Exception:
             log.exception("request %s failed", request_id)
             status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
@@ -77,7 +87,8 @@ class App:
         if op.input_shape is not None:
             validate.validate(op.input_shape, params, skip=SKIP_VALIDATION.get(op.name, set()))
         base_url = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}"
-        result = await HANDLERS[op.name](self.k, Call(params, request_id, base_url, headers.get("x-amzn-trace-id")))
+        with tracing.span(f"Lambda.{op.name}", headers.get("x-amzn-trace-id"), server=True):
+            result = await HANDLERS[op.name](self.k, Call(params, request_id, base_url, headers.get("x-amzn-trace-id")))
         return protocol.render_response(op, result)
 
     def _internal(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -95,11 +106,6 @@ class App:
             if zip_path is None or not zip_path.exists():
                 return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
             return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
-        if path.startswith("/_kindling/logs/"):
-            group = "/aws/lambda/" + path[len("/_kindling/logs/"):]
-            since = int(query.get("since", ["0"])[0] or 0)
-            events = list(self.k.logs.events(group, since))
-            return 200, [("Content-Type", "application/json")], json.dumps({"events": events}).encode()
         return 404, [("Content-Type", "application/json")], b'{"message":"Not found"}'
 
     async def _lifespan(self, receive: Any, send: Any) -> None:

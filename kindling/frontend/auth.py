@@ -25,6 +25,7 @@ from kindling import errors
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "lambda"
+SERVICES = (SERVICE, "logs")  # the Lambda API, and the CloudWatch Logs API on the same endpoint
 MAX_SKEW = 300  # seconds a signed request's X-Amz-Date may be off now
 MAX_PRESIGN_EXPIRES = 604800
 INVALID_TOKEN = "The security token included in the request is invalid."
@@ -34,11 +35,11 @@ _DATE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
 
 
 def required(path: str, body: bytes | None) -> bool:
-    """Whether a request must be signed: all but the health check and the (self-signed) code URLs.
+    """Whether a request must be signed: all but the health check, /metrics and the (self-signed) code URLs.
 
     An oversized Lambda request (body None: not kept, so it cannot be hashed) is answered 413 without it.
     """
-    if path == "/_kindling/health" or path.startswith("/_kindling/code/"):
+    if path in ("/_kindling/health", "/metrics") or path.startswith("/_kindling/code/"):
         return False
     return body is not None or path.startswith("/_kindling/")
 
@@ -60,11 +61,13 @@ class _Signer(SigV4Auth):
 class Verifier:
     def __init__(self, keys: dict[str, str], region: str) -> None:
         self.region = region
-        self._signers = {akid: _Signer(Credentials(akid, secret), SERVICE, region) for akid, secret in keys.items()}
+        self._signers = {(akid, service): _Signer(Credentials(akid, secret), service, region)
+                         for akid, secret in keys.items() for service in SERVICES}
 
     def verify(self, scope: dict[str, Any], headers: dict[str, str], query: dict[str, list[str]],
-               body: bytes | None, now: float | None = None) -> str:
-        """The access key id that signed the request, or a LambdaError. ``headers`` has lower-case names."""
+               body: bytes | None, now: float | None = None, expected_service: str = SERVICE) -> str:
+        """The access key id that signed the request, or a LambdaError. ``headers`` has lower-case names;
+        ``expected_service``: the service the credential must be scoped to (``logs`` for the Logs API)."""
         now = time.time() if now is None else now
         raw_query = scope.get("query_string", b"").decode("latin-1")
         authorization = headers.get("authorization")
@@ -86,7 +89,7 @@ class Verifier:
             raise errors.IncompleteSignatureException("Credential must have exactly 5 slash-delimited elements, e.g. "
                                                f"keyid/date/region/service/term, got '{credential}'")
         akid, day, region, service, _ = parts
-        signer = self._signers.get(akid)
+        signer = self._signers.get((akid, expected_service))
         if signer is None:
             raise errors.UnrecognizedClientException(INVALID_TOKEN)
         signed_at = _epoch(stamp)
@@ -98,8 +101,9 @@ class Verifier:
             raise errors.InvalidSignatureException(
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
                 f"'{day}' != '{stamp[:8]}', from '{stamp}'.")
-        if service != SERVICE:
-            raise errors.InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'. ")
+        if service != expected_service:
+            raise errors.InvalidSignatureException(
+                f"Credential should be scoped to correct service: '{expected_service}'. ")
         if region != self.region:
             raise errors.InvalidSignatureException(f"Credential should be scoped to a valid region, not '{region}'. ")
         if "host" not in signed:

@@ -47,6 +47,13 @@ HANDLERS: dict[str, Handler] = {
     "UpdateFunctionCode": _sync(lambda k, p: k.functions.update_code(p)),
     "UpdateFunctionConfiguration": _sync(lambda k, p: k.functions.update_configuration(p)),
     "DeleteFunction": _sync(lambda k, p: k.functions.delete(p)),
+    "PublishVersion": _sync(lambda k, p: k.functions.publish(p)),
+    "ListVersionsByFunction": _sync(lambda k, p: k.functions.list_versions(p)),
+    "CreateAlias": _sync(lambda k, p: k.aliases.create(p)),
+    "GetAlias": _sync(lambda k, p: k.aliases.get(p)),
+    "UpdateAlias": _sync(lambda k, p: k.aliases.update(p)),
+    "DeleteAlias": _sync(lambda k, p: k.aliases.delete(p)),
+    "ListAliases": _sync(lambda k, p: k.aliases.list(p)),
     "GetAccountSettings": _sync(lambda k, p: k.concurrency.account(k.functions.account_settings(0))),
     "PutFunctionConcurrency": _sync(lambda k, p: k.concurrency.put(p)),
     "GetFunctionConcurrency": _sync(lambda k, p: k.concurrency.get(p)),
@@ -62,3 +69,10 @@ SKIP_VALIDATION: dict[str, set[str]] = {
     "CreateFunction": {"Runtime"},
     "UpdateFunctionConfiguration": {"Runtime"},
 }
+
+from kindling.frontend.async_handlers import ASYNC_HANDLERS  # noqa: E402  (async invocation operations)
+
+HANDLERS.update(ASYNC_HANDLERS)
+from kindling.frontend.provisioned import PROVISIONED_HANDLERS  # noqa: E402  (provisioned concurrency)
+
+HANDLERS.update(PROVISIONED_HANDLERS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kindling import errors
+from kindling.functions.provisioned import unreserved_concurrency
 from kindling.functions.service import FunctionService
 from kindling.scheduler.limits import UNRESERVED_MINIMUM, Counter
 from kindling.store.concurrency import ConcurrencyStore
@@ -30,11 +31,15 @@ class ConcurrencyService:
     def put(self, p: dict[str, Any]) -> dict[str, Any]:
         name = self._function(p["FunctionName"])
         value = int(p["ReservedConcurrentExecutions"])
-        others = sum(v for k, v in self.store.all().items() if k != name)
-        if self.counter.account_limit - others - value < UNRESERVED_MINIMUM:
+        if unreserved_concurrency(self.counter, without=name) - value < UNRESERVED_MINIMUM:
             raise errors.InvalidParameterValueException(
                 "Specified ReservedConcurrentExecutions for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{UNRESERVED_MINIMUM}].")
+        provisioned = sum(self.counter.provisioned.get(name, {}).values())  # the reservation must hold it
+        if value < provisioned:
+            raise errors.InvalidParameterValueException(
+                f" ReservedConcurrentExecutions  {value} should not be lower than function's total provisioned "
+                f"concurrency [{provisioned}].", typed=False)  # sic: AWS's spacing
         self.store.put(name, value)
         self.counter.set_reserved(name, value)
         return {"ReservedConcurrentExecutions": value}
@@ -53,7 +58,7 @@ class ConcurrencyService:
         self.counter.set_reserved(name, None)  # the row went with the function (ON DELETE CASCADE)
 
     def account(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """GetAccountSettings with the account limit and what reservations leave unreserved."""
+        """GetAccountSettings with the account limit and what reservations and provisioned concurrency leave."""
         settings["AccountLimit"]["ConcurrentExecutions"] = self.counter.account_limit
-        settings["AccountLimit"]["UnreservedConcurrentExecutions"] = self.counter.unreserved_limit
+        settings["AccountLimit"]["UnreservedConcurrentExecutions"] = unreserved_concurrency(self.counter)
         return settings

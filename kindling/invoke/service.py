@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kindling import errors
 from kindling.functions.service import FunctionService
+from kindling.invoke import routing
+from kindling.observability import invocation, tracing
 from kindling.runtimes.registry import BOOTSTRAP
 from kindling.sandbox.environment import FunctionVersion, InvokeRequest
 from kindling.scheduler.pool import Scheduler
 from kindling.store.functions import FunctionRecord
+
+if TYPE_CHECKING:
+    from kindling.queue.service import EventQueue
 
 SYNC_PAYLOAD_LIMIT = 6291456  # 6 MB, each way
 RUNTIME_DIR = str(BOOTSTRAP.parent)
@@ -21,6 +26,7 @@ class InvokeService:
         self.functions = functions
         self.scheduler = scheduler
         self._versions: dict[tuple[str, str, str], FunctionVersion] = {}
+        self.events: EventQueue | None = None  # InvocationType Event goes here (kindling.queue), set by Kindling
 
     def _version(self, rec: FunctionRecord) -> FunctionVersion:
         key = (rec.name, rec.version, rec.revision_id)
@@ -41,10 +47,9 @@ class InvokeService:
             raise errors.RequestTooLargeException(
                 f"Request must be smaller than {SYNC_PAYLOAD_LIMIT} bytes for the InvokeFunction operation")
         name, qualifier = self.functions.resolve(p["FunctionName"], p.get("Qualifier"))
-        rec = self.functions.store.get(name, qualifier or "$LATEST")
-        if rec is None:
-            raise errors.ResourceNotFoundException(
-                f"Function not found: {self.functions.arn(name, qualifier or '$LATEST')}")
+        if p.get("InvocationType") == "Event" and self.events is not None:  # queued; kindling.queue checks the rest
+            return await self.events.accept(name, qualifier, payload, request_id, tracing.trace_header(trace_id))
+        rec = routing.target(self.functions, name, qualifier)  # an alias picks one of its versions
         if payload:
             _check_json(payload)
         else:
@@ -52,14 +57,19 @@ class InvokeService:
         kind = p.get("InvocationType") or "RequestResponse"
         if kind == "DryRun":
             return {"StatusCode": 204, "Payload": b""}
+        trace_id = tracing.trace_header(trace_id)  # when tracing, one naming this request's span
         if kind != "RequestResponse":
-            raise errors.InvalidParameterValueException(
-                "Kindling does not run InvocationType Event yet: only RequestResponse and DryRun.")
+            raise errors.InvalidParameterValueException(f"Kindling does not run InvocationType {kind}.")
+        if self.events is not None:  # the call chain, counted for recursive loop detection
+            trace_id = self.events.lineage(name, trace_id)
         fv = self._version(rec)
         invoked_arn = self.functions.arn(name, qualifier)
         req = InvokeRequest(payload, invoked_arn, p.get("ClientContext"), trace_id, request_id)
-        async with self.scheduler.environment(fv) as env:
-            result = await env.invoke(req, float(rec.config["Timeout"]))
+        async with invocation.observe(invocation.resource(name, rec.version, qualifier), request_id, trace_id) as seen:
+            async with self.scheduler.environment(fv) as env:
+                seen.acquired()
+                result = await env.invoke(req, float(rec.config["Timeout"]))
+            seen.done(result)  # Invocations, Errors, Duration, cold starts; throttles counted on the way out
         out: dict[str, Any] = {"StatusCode": 200, "Payload": result.payload, "ExecutedVersion": rec.version,
                                "FunctionError": result.function_error}
         if p.get("LogType") == "Tail":

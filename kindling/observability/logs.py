@@ -1,70 +1,394 @@
 """Log groups and streams: one group per function, one stream per execution environment.
 
-Each stream is a file of JSON lines ``{"timestamp": ms, "message": str,
-"requestId": str|null}`` under ``<data-dir>/logs/<group>/``; stream and group
-names are kept as Lambda writes them and escaped only on disk.
+Each stream is a file of JSON lines ``{"timestamp": ms, "n": seq, "requestId": str|null,
+"message": str}`` under ``<data-dir>/logs/<group>/``; ``n`` numbers the stream's
+events from 0 and, with the stream's name, makes each event's stable ``eventId``.
+A group's retention and creation time are kept beside its streams in
+``.group.json``. Group and stream names are kept as Lambda writes them and
+escaped only on disk. Writes are buffered and flushed at the end of each invoke
+and at most FLUSH_DELAY seconds after a line, so a reader (``aws logs tail
+--follow``) sees a running invoke's lines too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
 import json
+import logging
+import os
 import time
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterable
+from json.encoder import encode_basestring  # the C encoder, as json.dumps(s, ensure_ascii=False) but ~5x cheaper
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 from urllib.parse import quote, unquote
+
+log = logging.getLogger("kindling.logs")
+
+FLUSH_DELAY = 0.25
+RETENTION_INTERVAL = 600.0  # seconds between two retention passes
+_META = ".group.json"
+_SUFFIX = ".jsonl"
 
 
 def stream_name(version: str) -> str:
     return time.strftime("%Y/%m/%d/", time.gmtime()) + f"[{version}]{uuid.uuid4().hex}"
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Event(NamedTuple):
+    timestamp: int
+    stream: str
+    n: int
+    message: str
+    request_id: str | None
+
+    @property
+    def event_id(self) -> str:
+        """Stable and unique within a group: the stream's digest, then the event's number in it."""
+        return f"{_stream_key(self.stream)}{self.n:012d}"
+
+
+def _stream_key(stream: str) -> str:
+    return str(int(hashlib.sha1(stream.encode()).hexdigest()[:12], 16)).zfill(15)
+
+
+@dataclasses.dataclass
+class GroupInfo:
+    name: str
+    creation_time: int
+    retention_days: int | None  # None: the store's default applies
+    stored_bytes: int
+
+
+@dataclasses.dataclass
+class StreamInfo:
+    name: str
+    creation_time: int
+    first_event: int | None
+    last_event: int | None
+    stored_bytes: int
+
+
 class LogStream:
     def __init__(self, path: Path, name: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.name = name
-        self.file: IO[str] = open(path, "a", encoding="utf-8")
+        self.n = _next_n(path)
+        self.file: IO[str] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._rid: str | None = None
+        self._rid_json = "null"
 
     def write(self, message: str, request_id: str | None, timestamp: float | None = None) -> None:
         ts = int((time.time() if timestamp is None else timestamp) * 1000)
-        self.file.write(json.dumps({"timestamp": ts, "message": message, "requestId": request_id}) + "\n")
+        if request_id != self._rid:
+            self._rid, self._rid_json = request_id, json.dumps(request_id)
+        if self.file is None:
+            self.file = open(self.path, "a", encoding="utf-8")
+        self.file.write(f'{{"timestamp": {ts}, "n": {self.n}, "requestId": {self._rid_json}, '
+                        f'"message": {encode_basestring(message)}}}\n')
+        self.n += 1
+        if self._flush_timer is None:
+            try:
+                self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+            except RuntimeError:  # no event loop (tools, tests): the caller flushes
+                pass
 
     def flush(self) -> None:
-        self.file.flush()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self.file is not None:
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        """Flush and close the file; a later write opens it again."""
+        self.flush()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _next_n(path: Path) -> int:
+    """The number the next event of an existing stream file gets: one past its last."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            lines = f.read().split(b"\n")[:-1]
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["n"]) + 1
+        except (ValueError, KeyError, TypeError):
+            continue
+    return _count_lines(path)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def read_stream(path: Path, stream: str, since_ms: int = 0, request_id: str | None = None) -> list[Event]:
+    """A stream file's complete events at or after ``since_ms``, in file order (only those of ``request_id``)."""
+    out: list[Event] = []
+    needle = f'"requestId": {json.dumps(request_id)}' if request_id is not None else None
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return out
+    with f:
+        for index, line in enumerate(f):
+            if not line.endswith("\n") or (needle is not None and needle not in line):
+                continue  # a line being written right now, or another request's
+            try:
+                doc = json.loads(line)
+                ts = int(doc["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if ts >= since_ms:
+                rid = doc.get("requestId")
+                if request_id is None or rid == request_id:
+                    out.append(Event(ts, stream, int(doc.get("n", index)), str(doc.get("message", "")), rid))
+    return out
 
 
 class LogStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, retention_days: int = 0) -> None:
         self.root = root
+        self.default_retention_days = retention_days  # 0: keep forever
+        self._open: weakref.WeakValueDictionary[Path, LogStream] = weakref.WeakValueDictionary()
+        self._task: asyncio.Task[None] | None = None
 
+    # -- layout -------------------------------------------------------------------------------------
     def _group_dir(self, group: str) -> Path:
         return self.root / quote(group, safe="")
 
+    def _stream_path(self, group: str, stream: str) -> Path:
+        return self._group_dir(group) / (quote(stream, safe="") + _SUFFIX)
+
+    def _meta(self, group: str) -> dict[str, object]:
+        d = self._group_dir(group)
+        try:
+            meta = json.loads((d / _META).read_text())
+            return meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError):
+            try:
+                return {"creationTime": int(d.stat().st_mtime * 1000)}
+            except OSError:
+                return {}
+
+    def _write_meta(self, group: str, meta: dict[str, object]) -> None:
+        d = self._group_dir(group)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / (_META + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, d / _META)
+
+    # -- writing ------------------------------------------------------------------------------------
     def open_stream(self, group: str, stream: str) -> LogStream:
-        return LogStream(self._group_dir(group) / (quote(stream, safe="") + ".jsonl"), stream)
+        if not self.group_exists(group):
+            self.create_group(group)
+        path = self._stream_path(group, stream)
+        s = self._open[path] = LogStream(path, stream)
+        return s
+
+    def create_group(self, group: str) -> bool:
+        """Create ``group``; False when it already exists."""
+        if self.group_exists(group):
+            return False
+        self._write_meta(group, {"creationTime": now_ms()})
+        return True
+
+    def delete_group(self, group: str) -> bool:
+        d = self._group_dir(group)
+        if not d.is_dir():
+            return False
+        for path in list(d.iterdir()):
+            self._forget(path)
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            d.rmdir()
+        return True
+
+    def delete_stream(self, group: str, stream: str) -> bool:
+        path = self._stream_path(group, stream)
+        if not path.exists():
+            return False
+        self._forget(path)
+        path.unlink(missing_ok=True)
+        return True
+
+    def _forget(self, path: Path) -> None:
+        s = self._open.pop(path, None)
+        if s is not None:
+            s.close()
+
+    def set_retention(self, group: str, days: int | None) -> None:
+        meta = self._meta(group)
+        if days is None:
+            meta.pop("retentionInDays", None)
+        else:
+            meta["retentionInDays"] = days
+        self._write_meta(group, meta)
+
+    def flush(self) -> None:
+        for s in list(self._open.values()):
+            s.flush()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def group_exists(self, group: str) -> bool:
+        return self._group_dir(group).is_dir()
+
+    def group_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(unquote(p.name) for p in self.root.iterdir() if p.is_dir())
+
+    def group_info(self, group: str) -> GroupInfo:
+        meta = self._meta(group)
+        size = sum(p.stat().st_size for p in self._group_dir(group).glob("*" + _SUFFIX))
+        days = meta.get("retentionInDays")
+        created = meta.get("creationTime")
+        return GroupInfo(group, created if isinstance(created, int) else 0, days if isinstance(days, int) else None,
+                         size)
+
+    def retention_days(self, group: str) -> int:
+        """The group's retention in days; 0 keeps events forever."""
+        days = self._meta(group).get("retentionInDays")
+        return int(days) if isinstance(days, int) else self.default_retention_days
 
     def streams(self, group: str) -> list[str]:
         d = self._group_dir(group)
-        return sorted(unquote(p.name[: -len(".jsonl")]) for p in d.glob("*.jsonl")) if d.exists() else []
+        return sorted(unquote(p.name[: -len(_SUFFIX)]) for p in d.glob("*" + _SUFFIX)) if d.exists() else []
 
-    def events(self, group: str, since_ms: int = 0) -> Iterator[dict[str, object]]:
-        """All events of a group at or after ``since_ms``, oldest first, each with its stream name."""
-        out: list[dict[str, object]] = []
+    def stream_exists(self, group: str, stream: str) -> bool:
+        return self._stream_path(group, stream).exists()
+
+    def stream_info(self, group: str, stream: str) -> StreamInfo | None:
+        """None when the stream went meanwhile (deleted, or trimmed away by retention)."""
+        path = self._stream_path(group, stream)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        first, last = _first_last(path)
+        return StreamInfo(stream, first if first is not None else int(st.st_mtime * 1000), first, last, st.st_size)
+
+    def stream_events(self, group: str, stream: str) -> list[Event]:
+        events = read_stream(self._stream_path(group, stream), stream)
+        events.sort(key=lambda e: (e.timestamp, e.n))
+        return events
+
+    def events(self, group: str, since_ms: int = 0, streams: Iterable[str] | None = None,
+               request_id: str | None = None) -> list[Event]:
+        """Events of a group at or after ``since_ms`` across its streams (or the named ones), oldest first."""
         d = self._group_dir(group)
-        for path in d.glob("*.jsonl") if d.exists() else ():
-            stream = unquote(path.name[: -len(".jsonl")])
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue  # a line being written right now
-                    if event["timestamp"] >= since_ms:
-                        event["logStreamName"] = stream
-                        out.append(event)
-        out.sort(key=lambda e: e["timestamp"])  # type: ignore[arg-type, return-value]
-        return iter(out)
+        names = list(streams) if streams is not None else self.streams(group)
+        out: list[Event] = []
+        for stream in names:
+            path = d / (quote(stream, safe="") + _SUFFIX)
+            try:
+                if since_ms and path.stat().st_mtime * 1000 < since_ms - 1000:
+                    continue  # nothing written since: cannot hold a newer event
+            except OSError:
+                continue
+            out.extend(read_stream(path, stream, since_ms, request_id))
+        out.sort(key=lambda e: (e.timestamp, e.stream, e.n))
+        return out
+
+    # -- retention ----------------------------------------------------------------------------------
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete events older than their group's retention; returns how many went."""
+        now_ts = time.time() if now is None else now
+        removed = 0
+        for group in self.group_names():
+            days = self.retention_days(group)
+            if days <= 0:
+                continue
+            cutoff = int((now_ts - days * 86400) * 1000)
+            for path in self._group_dir(group).glob("*" + _SUFFIX):
+                removed += self._trim(path, cutoff)
+        return removed
+
+    def _trim(self, path: Path, cutoff: int) -> int:
+        first, last = _first_last(path)
+        if first is None or first >= cutoff:
+            return 0
+        stream = unquote(path.name[: -len(_SUFFIX)])
+        if (open_stream := self._open.get(path)) is not None:
+            open_stream.close()  # it opens the trimmed file again on its next write
+        if last is not None and last < cutoff:
+            removed = _count_lines(path)
+            path.unlink(missing_ok=True)
+            return removed
+        tmp = path.with_name(path.name + ".trim")
+        removed = 0
+        with open(path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for line in src:
+                try:
+                    old = int(json.loads(line)["timestamp"]) < cutoff
+                except (ValueError, KeyError, TypeError):
+                    old = False
+                if old:
+                    removed += 1
+                else:
+                    dst.write(line)
+        os.replace(tmp, path)
+        log.debug("trimmed %d events from %s", removed, stream)
+        return removed
+
+    async def _retain_forever(self) -> None:
+        while True:
+            try:
+                if n := self.apply_retention():
+                    log.info("deleted %d log events past their retention", n)
+            except Exception:
+                log.exception("applying log retention failed; it will be tried again in %s s", RETENTION_INTERVAL)
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._retain_forever())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for s in list(self._open.values()):
+            s.close()
+        self._open.clear()
+
+
+def _first_last(path: Path) -> tuple[int | None, int | None]:
+    """Timestamps of a stream file's first and last complete lines."""
+    try:
+        with open(path, "rb") as f:
+            first_line = f.readline()
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 65536))
+            tail = f.read().split(b"\n")
+    except OSError:
+        return None, None
+    first = _stamp(first_line) if first_line.endswith(b"\n") else None
+    last = next((t for t in (_stamp(x) for x in reversed(tail[:-1])) if t is not None), None)
+    return first, last
+
+
+def _stamp(line: bytes) -> int | None:
+    try:
+        return int(json.loads(line)["timestamp"])
+    except (ValueError, KeyError, TypeError):
+        return None

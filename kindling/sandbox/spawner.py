@@ -107,7 +107,14 @@ class Shell:
         except ProcessLookupError:
             pass
         self.ctl.close()
-        os.close(self.listener)
+        _close(self.listener)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket) -> None:
@@ -340,7 +347,7 @@ class Template:
         self.ctl.close()
         groups = [self.cgroup, self.next]
         if self.spare is not None:
-            os.close(self.spare[1])
+            _close(self.spare[1])
             self.spare[3].close()
             groups.append(self.spare[2])
         for group in groups:
@@ -437,8 +444,11 @@ class Spawner:
                 self.pool.append(Shell(self.cfg, self.filter))
             else:
                 short[0].make_spare(self.strict_bpf)
-        except OSError as exc:
-            print(f"kindling spawner: could not prepare a sandbox: {exc}", file=sys.stderr)
+        except Exception as exc:
+            print(f"kindling spawner: could not prepare a sandbox: {exc!r}", file=sys.stderr)
+            if short[0] is not None:  # a template that cannot make clones is no use
+                self.templates.pop(short[0].id, None)
+                self.drop_template(short[0])
 
     def spawn(self, spec: dict, out_fd: int) -> None:
         shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
@@ -522,8 +532,8 @@ class Spawner:
                 if t is not None:
                     self.drop_template(t)
                 self.answer(spec["req"], {"ok": True})
-        except OSError as exc:
-            self.answer(spec["req"], {"ok": False, "error": str(exc)})
+        except Exception as exc:  # answered as an error; the spawner goes on
+            self.answer(spec["req"], {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         finally:
             if spec["op"] in ("spawn", "clone"):
                 for fd in fds:
@@ -576,7 +586,12 @@ class Spawner:
                     if not self.request():
                         return
                 else:
-                    self.from_template(key.data)
+                    try:
+                        self.from_template(key.data)
+                    except Exception as exc:  # one template's trouble must not stop the spawner
+                        print(f"kindling spawner: template {key.data.id}: {exc!r}", file=sys.stderr)
+                        self.templates.pop(key.data.id, None)
+                        self.drop_template(key.data)
             self.reap()
             self.fill()
 
