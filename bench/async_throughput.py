@@ -69,8 +69,8 @@ def start_server(tmp: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], 
     sys.exit(f"kindling serve did not become healthy:\n{log.read_text()}")
 
 
-def signed(port: int, body: bytes) -> tuple[str, dict[str, str]]:
-    path = f"/2015-03-31/functions/{FUNCTION}/invocations"
+def signed(port: int, body: bytes, function: str = FUNCTION) -> tuple[str, dict[str, str]]:
+    path = f"/2015-03-31/functions/{function}/invocations"
     req = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{path}", data=body,
                      headers={"X-Amz-Invocation-Type": "Event", "Content-Type": "application/json"})
     SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lambda", REGION).add_auth(req)
@@ -84,9 +84,9 @@ def connect(port: int) -> http.client.HTTPConnection:
     return conn
 
 
-def _client(port: int, start: float, end: float, out: mp.Queue) -> None:
+def _client(port: int, function: str, start: float, end: float, out: mp.Queue) -> None:
     conn = connect(port)
-    path, headers = signed(port, b'{"load": true}')
+    path, headers = signed(port, b'{"load": true}', function)
     n, lat = 0, []
     while time.monotonic() < start:
         time.sleep(0.001)
@@ -101,11 +101,12 @@ def _client(port: int, start: float, end: float, out: mp.Queue) -> None:
     out.put((n, lat))
 
 
-def accepted_per_second(port: int, clients: int, seconds: float) -> tuple[int, float, list[float]]:
+def accepted_per_second(port: int, clients: int, seconds: float,
+                        function: str = FUNCTION) -> tuple[int, float, list[float]]:
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()
     start = time.monotonic() + 0.5 + 0.02 * clients
-    procs = [ctx.Process(target=_client, args=(port, start, start + seconds, q)) for _ in range(clients)]
+    procs = [ctx.Process(target=_client, args=(port, function, start, start + seconds, q)) for _ in range(clients)]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -225,6 +226,23 @@ def main() -> None:
                 rows.append(("events run (accepted above, all run)", f"{len(load)}/{total}",
                              f"{len(load) / (last - started):.0f}/s over the whole run",
                              f"backlog drained {max(0.0, last - accepted_until):.1f} s after the last 202"))
+            # a burst to a function at its concurrency limit: the events wait on disk, nothing runs
+            hold = io.BytesIO()
+            with zipfile.ZipFile(hold, "w") as zf:
+                zf.writestr("app.py", 'import time\ndef handler(e, c):\n    time.sleep(e.get("hold", 0))\n')
+            lam.create_function(FunctionName="bench-waiting", Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": hold.getvalue()}, Timeout=120)
+            lam.put_function_concurrency(FunctionName="bench-waiting", ReservedConcurrentExecutions=1)
+            lam.invoke(FunctionName="bench-waiting", InvocationType="Event", Payload=b'{"hold": 60}')
+            time.sleep(1.0)  # that one runs and holds the only slot
+            cpu = cpu_seconds(proc.pid)
+            n, rate, lat = accepted_per_second(port, 32, seconds, "bench-waiting")
+            cpu = cpu_seconds(proc.pid) - cpu
+            best = max(best, rate)
+            lam.delete_function(FunctionName="bench-waiting")  # its queued events are dropped as they come up
+            rows.append(("durable 202/s, 32 clients, events only queued", f"{rate:.0f}/s",
+                         f"p50 {pct(lat, .5) * 1000:.2f} ms, p99 {pct(lat, .99) * 1000:.2f} ms",
+                         f"{rate / base_before:.2f}x SQLite commits/s; server CPU {cpu / n * 1e6:.0f} us/202"))
         finally:
             proc.terminate()
             try:

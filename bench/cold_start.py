@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/cold_start.py [--quick]
 
-Two real `kindling serve` processes in the same run, both isolated (run as root): one with templates off,
-one with templates on. Idle environments are reclaimed 50 ms after use, so every sampled invoke is a cold
-start; the time is the whole invoke round trip through the HTTP API. The floor is the bare fork of a
+Three real `kindling serve` processes in the same run: isolated with templates off, isolated with templates
+on, and unisolated (`--sandbox process`) as the baseline for what isolation costs. Idle environments are
+reclaimed 50 ms after use, so every sampled invoke is a cold start; the time is the whole invoke round trip
+through the HTTP API. The floor is the bare fork of a
 pre-imported Python process (the child replies over a pipe), measured in this run. Also: a heavy init
 (boto3 imported at module level), a burst of 100 concurrent invokes on a cold function, and the memory
 (PSS) of idle warm environments.
@@ -133,12 +134,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     n = 10 if ap.parse_args().quick else 25
-    with tempfile.TemporaryDirectory() as fresh_dir, tempfile.TemporaryDirectory() as tmpl_dir:
+    with tempfile.TemporaryDirectory() as fresh_dir, tempfile.TemporaryDirectory() as tmpl_dir, \
+            tempfile.TemporaryDirectory() as plain_dir:
         fresh_srv, fresh_port, _ = start_server(Path(fresh_dir), ["--keep-alive", "0.05", "--templates", "off"])
         tmpl_srv, tmpl_port, _ = start_server(Path(tmpl_dir), ["--keep-alive", "0.05"])
+        plain_srv, plain_port, _ = start_server(Path(plain_dir), ["--keep-alive", "0.05", "--sandbox", "process"])
         try:
-            fresh, tmpl = Lean(fresh_port), Lean(tmpl_port)
+            fresh, tmpl, plain = Lean(fresh_port), Lean(tmpl_port), Lean(plain_port)
             bare = floor(n * 4)
+            plain_cold = cold_starts(plain, create(plain, make_zip(HELLO)), n)
             fresh_cold = cold_starts(fresh, create(fresh, make_zip(HELLO)), n)
             tmpl_cold = cold_starts(tmpl, create(tmpl, make_zip(HELLO)), n)
             heavy = heavy_zip()
@@ -151,7 +155,7 @@ def main() -> None:
                 time.sleep(1.5)
                 bursts[label] = burst(port, name, 100)
         finally:
-            for srv in (fresh_srv, tmpl_srv):
+            for srv in (fresh_srv, tmpl_srv, plain_srv):
                 srv.terminate()
                 srv.wait(15)
         # PSS of idle warm environments: a separate pair of servers that keep them
@@ -172,7 +176,8 @@ def main() -> None:
                 srv.wait(15)
     print(f"\ncold starts, ms (n={n}; every figure beside a baseline measured in the same run)\n")
     print(f"{'':<34} {'p50':>8} {'p99':>8}   {'baseline':<26} {'p50':>8}   {'ratio':>7}   target")
-    print(row("fresh interpreter, hello", fresh_cold, "bare fork (floor)", bare, ""))
+    print(row("fresh interpreter, no isolation", plain_cold, "bare fork (floor)", bare, ""))
+    print(row("fresh interpreter, hello", fresh_cold, "no isolation", plain_cold, "isolation costs <= 10 ms"))
     print(row("template, hello", tmpl_cold, "bare fork (floor)", bare, "p50 <= 10 ms, <= 5x floor"))
     print(row("template vs fresh, hello", tmpl_cold, "fresh interpreter", fresh_cold, ""))
     print(row("fresh interpreter, boto3 init", fresh_heavy, "bare fork (floor)", bare, ""))
@@ -184,7 +189,8 @@ def main() -> None:
             print(f"idle warm environment PSS ({label}): median {sorted(xs)[len(xs) // 2]:.1f} MB over {len(xs)} "
                   f"cgroups (target <= 10 MB)")
     print()
-    checks = [("template cold start p50 <= 10 ms", ms(tmpl_cold, .5) <= 10),
+    checks = [("isolation adds <= 10 ms to a fresh cold start", ms(fresh_cold, .5) - ms(plain_cold, .5) <= 10),
+              ("template cold start p50 <= 10 ms", ms(tmpl_cold, .5) <= 10),
               ("template cold start <= 5x the floor", ms(tmpl_cold, .5) <= 5 * ms(bare, .5)),
               ("template cold start with boto3 p50 <= 15 ms", ms(tmpl_heavy, .5) <= 15)]
     if pss.get("template"):

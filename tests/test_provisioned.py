@@ -312,9 +312,6 @@ def test_a_provisioned_environment_that_died_is_replaced(lam, create_function):
     assert init_type(lam, name, version)[0] == "provisioned-concurrency"
 
 
-@pytest.mark.xfail(strict=True, reason="Scheduler.provision hands a new environment to the pool it looked up "
-                                       "when it began; the reaper drops a pool with nothing idle, waiting or starting, "
-                                       "so the environment is orphaned (lead: kindling/scheduler/pool.py)")
 def test_provisioned_environments_outlive_the_reaper(tmp_path: Path):
     # Given a reaper that runs every 0.1 s and an init that takes 1 s
     srv = Server(tmp_path / "data", keep_alive="0.4").start()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from kindling import arns, errors
+from kindling import errors
 from kindling.functions.service import FunctionService
 from kindling.queue import recursion
 from kindling.queue.destinations import Destinations
@@ -46,9 +46,7 @@ class EventQueue:
         self.dispatcher = Dispatcher(invoker, self.store, self.writer, self.destinations, self.metrics, counter,
                                      settings.async_max_in_flight, settings.async_delay_scale)
         self.guard = recursion.RecursionGuard(self.configs.recursive_loop)
-        self._targets: dict[tuple[str, str], str | None] = {}  # (name, version) → DeadLetterConfig target
         functions.listeners.append(self.configs.function_changed)
-        functions.listeners.append(self._function_changed)
 
     async def accept(self, name: str, qualifier: str | None, payload: bytes, request_id: str,
                      trace_id: str | None) -> dict[str, Any]:
@@ -71,28 +69,12 @@ class EventQueue:
 
     def _target(self, name: str, qualifier: str | None) -> str | None:
         """Check that ``name:qualifier`` exists (Lambda's not-found error if not); its DeadLetterConfig target.
-
-        Versions are cached until their function changes: the 202 path then reads nothing but writes the event.
-        An alias is looked up each time (its changes are not announced); which version it runs is picked when
-        the event runs.
-        """
-        version = qualifier or LATEST
-        if arns.is_alias(version):
-            rec = self.functions.lookup(name, version)
-        else:
-            key = (name, version)
-            if key in self._targets:
-                return self._targets[key]
-            rec = self.functions.store.get(name, version)
+        Which version an alias runs is picked when the event runs."""
+        rec = self.functions.lookup(name, qualifier)
         if rec is None:
-            raise errors.ResourceNotFoundException(f"Function not found: {self.functions.arn(name, version)}")
-        dead_letter = (rec.config.get("DeadLetterConfig") or {}).get("TargetArn") or None
-        if not arns.is_alias(version):
-            self._targets[(name, version)] = dead_letter
-        return dead_letter
-
-    def _function_changed(self, name: str) -> None:
-        self._targets = {k: v for k, v in self._targets.items() if k[0] != name}
+            raise errors.ResourceNotFoundException(
+                f"Function not found: {self.functions.arn(name, qualifier or LATEST)}")
+        return (rec.config.get("DeadLetterConfig") or {}).get("TargetArn") or None
 
     def lineage(self, name: str, trace_id: str | None) -> str:
         """The trace header an invoke of ``name`` runs with (one more hop), or RecursiveInvocationException."""

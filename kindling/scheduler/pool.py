@@ -165,14 +165,14 @@ class Scheduler:
             if not env.busy:
                 self._retire_pinned(env, pool)
         missing = count - min(count, len(pinned))
-        results = await asyncio.gather(*(self._provision_one(fn, pool) for _ in range(missing)),
+        results = await asyncio.gather(*(self._provision_one(fn) for _ in range(missing)),
                                        return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             log.warning("provisioned concurrency for %s:%s: %s", fn.name, fn.version, failed[0])
         return min(count, len(pinned)) + missing - len(failed)
 
-    async def _provision_one(self, fn: FunctionVersion, pool: VersionPool) -> None:
+    async def _provision_one(self, fn: FunctionVersion) -> None:
         self._make_room(int(fn.config["MemorySize"]))
         env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
         env.initialization_type = "provisioned-concurrency"
@@ -189,7 +189,7 @@ class Scheduler:
         if env.dead:
             self._forget(env)
             raise OSError("the provisioned environment's init failed")
-        self._hand_over(env, pool)
+        self._hand_over(env, self.pools[fn.key])  # looked up again: the reaper drops empty pools meanwhile
 
     def unprovision(self, name: str, version: str) -> None:
         """Stop keeping environments of this version ahead: idle ones go now, busy ones when done."""
