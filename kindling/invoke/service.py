@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from kindling import errors
 from kindling.functions.service import FunctionService
 from kindling.invoke import routing
+from kindling.invoke.payload import check_json
 from kindling.observability import invocation, tracing
 from kindling.runtimes.registry import BOOTSTRAP
 from kindling.sandbox.environment import FunctionVersion, InvokeRequest
@@ -51,7 +51,7 @@ class InvokeService:
             return await self.events.accept(name, qualifier, payload, request_id, tracing.trace_header(trace_id))
         rec = routing.target(self.functions, name, qualifier)  # an alias picks one of its versions
         if payload:
-            _check_json(payload)
+            check_json(payload)
         else:
             payload = b"{}"
         kind = p.get("InvocationType") or "RequestResponse"
@@ -76,13 +76,6 @@ class InvokeService:
             out["LogResult"] = result.log_tail
         return out
 
-
-def _check_json(payload: bytes) -> None:
-    try:
-        json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidRequestContentException(
-            f"Could not parse request body into json: Could not parse payload into json: {exc}") from None
 
 
 def base_environment(region: str) -> dict[str, str]:

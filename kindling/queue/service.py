@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -12,6 +11,7 @@ from sqlalchemy import Engine
 
 from kindling import errors
 from kindling.functions.service import FunctionService
+from kindling.invoke.payload import check_json
 from kindling.queue import recursion
 from kindling.queue.destinations import Destinations
 from kindling.queue.dispatcher import Dispatcher
@@ -56,7 +56,7 @@ class EventQueue:
                 f"Request must be smaller than {ASYNC_PAYLOAD_LIMIT} bytes for the InvokeFunction operation")
         dead_letter = self._target(name, qualifier)
         if payload:
-            _check_json(payload)
+            check_json(payload)
         else:
             payload = b"{}"
         now = time.time()
@@ -95,10 +95,3 @@ class EventQueue:
         await self.dispatcher.stop()
         await self.writer.stop()
 
-
-def _check_json(payload: bytes) -> None:
-    try:
-        json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidRequestContentException(
-            f"Could not parse request body into json: Could not parse payload into json: {exc}") from None

@@ -117,21 +117,27 @@ def _close(fd: int) -> None:
         pass
 
 
+def _sandbox(cfg: Config, cgroup: Cgroup, ctl: socket.socket) -> str:
+    """In a fresh fork: join ``cgroup``, make the namespaces, become PID 1 of the new PID namespace (the
+    intermediate process reports that PID and exits) and assemble the root; returns where it is."""
+    signal.set_wakeup_fd(-1)
+    for path in cgroup.procs:
+        with open(path, "w") as f:
+            f.write("0")
+    linux.unshare(NS_FLAGS)
+    pid = os.fork()
+    if pid:
+        ctl.send(f"pid:{pid}".encode())
+        os._exit(0)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _assemble_root(cfg, cfg.mount_point)
+    return cfg.mount_point
+
+
 def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket) -> None:
     """Inside the fork: join the cgroup, make namespaces, assemble the root, wait, then exec the runtime."""
     try:
-        signal.set_wakeup_fd(-1)
-        for path in cgroup.procs:
-            with open(path, "w") as f:
-                f.write("0")
-        linux.unshare(NS_FLAGS)
-        pid = os.fork()
-        if pid:
-            ctl.send(f"pid:{pid}".encode())
-            os._exit(0)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        root = cfg.mount_point
-        _assemble_root(cfg, root)
+        root = _sandbox(cfg, cgroup, ctl)
         linux.loopback_up()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -359,18 +365,7 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
                    out_fd: int) -> None:
     """Inside the fork: namespaces and the root as a shell, then a user namespace, then the runtime."""
     try:
-        signal.set_wakeup_fd(-1)
-        for path in cgroup.procs:
-            with open(path, "w") as f:
-                f.write("0")
-        linux.unshare(NS_FLAGS)
-        pid = os.fork()
-        if pid:
-            ctl.send(f"pid:{pid}".encode())
-            os._exit(0)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        root = cfg.mount_point
-        _assemble_root(cfg, root)
+        root = _sandbox(cfg, cgroup, ctl)
         _pivot(cfg, root, spec, out_fd)
         # The clones' namespaces will be owned by this user namespace, where the template holds
         # CAP_SYS_ADMIN and CAP_NET_ADMIN; outside it, it is an unprivileged user like any environment.
