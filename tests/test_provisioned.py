@@ -57,13 +57,6 @@ def init_type(lam: Any, name: str, qualifier: str | None = None) -> tuple[str, s
     return body["init"], report
 
 
-def warm(lam: Any, name: str, version: str) -> None:
-    """Leave an on-demand environment of the version idle, so that the scheduler keeps the version's pool while
-    provisioned environments initialize (test_provisioned_environments_outlive_the_reaper: until that passes,
-    a pool with nothing idle can be dropped meanwhile, and the provisioned environment with it)."""
-    assert init_type(lam, name, version)[0] == "on-demand"
-
-
 def error(call: Any) -> dict[str, Any]:
     with pytest.raises(ClientError) as exc:
         call()
@@ -262,7 +255,6 @@ def test_provisioned_concurrency_moves_with_alias(lam, create_function):
     # When the alias moves to a new version (whose init takes a while)
     lam.update_function_configuration(FunctionName=name, Timeout=10, Environment={"Variables": {"INIT_SLEEP": "1"}})
     v2 = lam.publish_version(FunctionName=name)["Version"]
-    warm(lam, name, v2)
     lam.update_alias(FunctionName=name, FunctionVersion=v2, Name=alias)
     # Then the old environment serves until the new one is ready, and the config moves with the alias
     assert_like(lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=alias),
@@ -281,7 +273,6 @@ def test_provisioned_concurrency_moves_with_alias(lam, create_function):
 def test_changes_while_in_progress_converge(lam, create_function):
     name = create_function(INTROSPECT, Environment={"Variables": {"INIT_SLEEP": "0.3"}})["FunctionName"]
     version = lam.publish_version(FunctionName=name)["Version"]
-    warm(lam, name, version)
     lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=1)
     # When the count changes while the first environments are still initializing
     lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=3)
@@ -313,7 +304,7 @@ def test_a_provisioned_environment_that_died_is_replaced(lam, create_function):
 
 
 def test_provisioned_environments_outlive_the_reaper(tmp_path: Path):
-    # Given a reaper that runs every 0.1 s and an init that takes 1 s
+    # Given a reaper that runs every 0.1 s (it drops pools with nothing idle) and an init that takes 1 s
     srv = Server(tmp_path / "data", keep_alive="0.4").start()
     try:
         lam = srv.client()

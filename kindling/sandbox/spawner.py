@@ -350,7 +350,10 @@ class Template:
             os.kill(self.pid, signal.SIGKILL)  # PID 1 of its namespace: its clones go with it
         except ProcessLookupError:
             pass
-        self.ctl.close()
+        try:
+            self.ctl.close()
+        except OSError:
+            pass
         groups = [self.cgroup, self.next]
         if self.spare is not None:
             _close(self.spare[1])

@@ -207,7 +207,9 @@ class Scheduler:
         self._forget(env)
 
     def provisioned_available(self, fn: FunctionVersion) -> int:
-        return sum(1 for e in self.environments if e.pinned and e.fn.key == fn.key and not e.dead)
+        """Provisioned environments of ``fn`` whose init has finished."""
+        return sum(1 for e in self.environments
+                   if e.pinned and e.fn.key == fn.key and not e.dead and e.initialized.is_set())
 
     # -- memory -------------------------------------------------------------------------------------
     def memory_in_use_mb(self) -> int:
