@@ -13,7 +13,7 @@ from kindling.observability import metrics, tracing
 from kindling.observability.logs import LogStore
 from kindling.observability.logs_service import LogsService
 from kindling.queue.service import EventQueue
-from kindling.runtimes.registry import Runtimes
+from kindling.runtimes.registry import PYTHONS, Runtimes
 from kindling.sandbox import make_backend
 from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
@@ -67,10 +67,19 @@ class Kindling:
     def code_path(self, key: str) -> str:
         return presign.sign(self.url_secret, f"/_kindling/code/{key}.zip")
 
+    def _start_zygotes(self) -> None:
+        """A zygote per Python runtime here, so even a function's first cold start is a fork."""
+        runtimes = self.functions.runtimes
+        empty = self.settings.data_path / "sandbox-empty"
+        empty.mkdir(exist_ok=True)
+        argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir) for r in PYTHONS if runtimes.available(r)}
+        self.scheduler.templates.start_zygotes(argv, str(empty), str(self.code.root))
+
     async def start(self) -> None:
         tracing.configure(self.settings.otlp_endpoint)
         self.logs.start()  # retention
         self.scheduler.start()
+        self._start_zygotes()
         self.provisioned.start()  # stored configs provision in the background
         await self.events.start()
 

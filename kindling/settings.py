@@ -47,7 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_pool", 2, int, "Isolated sandboxes kept ready ahead of cold starts."),
     Setting("templates", "on", str,
             "Cold starts forked from initialized templates (SnapStart): 'on' for $LATEST and SnapStart published "
-            "versions, 'snapstart' for those versions only, 'off'. Needs the isolated sandbox."),
+            "versions, 'snapstart' for those versions only, 'off' (also no per-runtime zygotes). Needs the "
+            "isolated sandbox."),
     Setting("concurrency_limit", 1000, int, "Account concurrency limit: invokes in flight across all functions."),
     Setting("memory_budget_mb", 0, int,
             "Memory the execution environments of this node may take (sum of MemorySize); 0: 80% of the machine."),

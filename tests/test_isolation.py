@@ -55,7 +55,8 @@ def handler(event, context):
                 "home": sorted(os.listdir("/root")) if os.path.exists("/root") else None,
                 "task_write": attempt(lambda: open("/var/task/evil.py", "w").write("x")),
                 "root_write": attempt(lambda: open("/evil", "w").write("x")),
-                "etc": sorted(os.listdir("/etc"))}
+                "etc": sorted(os.listdir("/etc")),
+                "code_store": sorted(os.listdir("/var/.kindling-code")) if os.path.isdir("/var/.kindling-code") else []}
     if what == "processes":
         status = open("/proc/self/status").read()
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
@@ -130,6 +131,7 @@ def test_files_of_the_host_are_out_of_reach(probe, server):
     assert got["home"] in (None, [".pyenv"])  # only the interpreters, read-only
     assert got["task_write"] in ("EROFS", "EACCES") and got["root_write"] in ("EROFS", "EACCES")
     assert "shadow" not in got["etc"] and "passwd" in got["etc"]
+    assert got["code_store"] == []  # no other function's code
 
 
 def test_processes_privileges_and_system_calls(probe, server):

@@ -120,3 +120,29 @@ def test_a_changed_function_gets_a_new_template(lam, create_function):
     lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GEN": "2"}})
     first, _ = _invoke(lam, name)
     assert first["type"] == "on-demand"  # the old template went with the old configuration
+
+
+def test_first_cold_start_forks_the_runtimes_zygote(lam, create_function):
+    # Given a brand-new function: no init has run yet, so no template of it exists
+    code = ("import os, sys\nINIT = os.environ['AWS_LAMBDA_FUNCTION_NAME']\n"
+            "def handler(event, context):\n"
+            "    return {'zygote': 'kindling_template' in sys.modules, 'init': INIT, 'cwd': os.getcwd(),\n"
+            "            'type': os.environ['AWS_LAMBDA_INITIALIZATION_TYPE'],\n"
+            "            'task': sorted(os.listdir('/var/task')), 'code_store': os.listdir('/var/.kindling-code')}\n")
+    code = code.replace("os.listdir('/var/.kindling-code')", "os.path.isdir('/var/.kindling-code') and "
+                        "os.listdir('/var/.kindling-code')")
+    deadline = time.monotonic() + 30  # the zygotes are made when the server starts
+    while True:
+        name = create_function({"app.py": code, "data.txt": "x"}, MemorySize=256)["FunctionName"]
+        out = lam.invoke(FunctionName=name, LogType="Tail")
+        got = json.loads(out["Payload"].read())
+        assert "FunctionError" not in out, got
+        if got["zygote"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    log = base64.b64decode(out["LogResult"]).decode()
+    # Then it is a fork of its runtime's zygote, yet an ordinary on-demand cold start to the function:
+    # init ran in it with its own variables, its code at /var/task, and no other function's code in view
+    assert got["zygote"] is True and got["type"] == "on-demand" and "Init Duration" in log
+    assert got["init"] == name and got["cwd"] == "/var/task" and got["task"] == ["app.py", "data.txt"]
+    assert got["code_store"] == []

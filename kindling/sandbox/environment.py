@@ -81,6 +81,7 @@ class ExecutionEnvironment:
         self.init_duration_ms: float | None = None  # reported once, on the first invoke
         self.template: str | None = None  # made from this initialized template (snap-start), if set
         self.pinned = False  # kept initialized for provisioned concurrency: never reaped for idleness
+        self.zygote: str | None = None  # forked from this runtime's zygote (before init), if set
         self.initialization_type = "on-demand"
         self._init_reported = False
         self._started = 0.0
@@ -103,6 +104,9 @@ class ExecutionEnvironment:
             self.initialization_type = "snap-start"
             own = {"AWS_LAMBDA_LOG_STREAM_NAME": self.log.name, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
             self.process = await self.backend.clone(self.template, own, memory, tmp)  # type: ignore[attr-defined]
+        elif self.zygote is not None:  # a runtime forked before init: init runs here, as on-demand
+            self.process = await self.backend.clone(  # type: ignore[attr-defined]
+                self.zygote, self._environment(), memory, tmp, self.fn.task_root)
         else:
             self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
                                                     self.fn.task_root, memory, tmp)

@@ -123,16 +123,22 @@ class IsolatedBackend:
         return await self._environment(spec, memory_mb)
 
     async def template(self, template_id: str, argv: list[str], env: dict[str, str], host_task_root: str,
-                       memory_mb: int, tmp_mb: int, output_fd: int) -> None:
-        """Start an initialized template (init runs now); returns once it is ready to be cloned."""
+                       memory_mb: int, tmp_mb: int, output_fd: int, zygote: bool = False,
+                       code_root: str = "") -> None:
+        """Start an initialized template (init runs now), or a zygote (a runtime before any init);
+        returns once it is ready to be cloned."""
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
         spec = {"op": "template", "template": template_id, "argv": argv, "env": env, "task_root": host_task_root,
-                "memory_mb": memory_mb, "tmp_mb": tmp_mb}
+                "memory_mb": memory_mb, "tmp_mb": tmp_mb, "zygote": zygote, "code_root": code_root}
         await self._ask(spec, [output_fd])
 
-    async def clone(self, template_id: str, env: dict[str, str], memory_mb: int, tmp_mb: int) -> IsolatedSandbox:
-        """An environment forked from a ready template, with ``env`` updated in it."""
-        spec = {"op": "clone", "template": template_id, "env": env, "tmp_mb": tmp_mb}
+    async def clone(self, template_id: str, env: dict[str, str], memory_mb: int, tmp_mb: int,
+                    host_task_root: str | None = None) -> IsolatedSandbox:
+        """An environment forked from a ready template, with ``env`` updated in it (a zygote's clone also
+        gets its code from ``host_task_root``)."""
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
+        spec = {"op": "clone", "template": template_id, "env": env, "tmp_mb": tmp_mb, "memory_mb": memory_mb,
+                "task_root": host_task_root}
         return await self._environment(spec, memory_mb)
 
     async def drop(self, template_id: str) -> None:

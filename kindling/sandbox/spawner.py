@@ -248,6 +248,8 @@ class Template:
     def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int) -> None:
         self.cfg = cfg
         self.id = spec["template"]
+        self.zygote = bool(spec.get("zygote"))  # taken before init: clones get their function at "go"
+        self.code_root = os.path.dirname(spec.get("code_root", "") + "/")
         self.memory_mb = int(spec["memory_mb"])
         self.req = spec["req"]  # answered when the template is ready
         self.cgroup = Cgroup(f"{cfg.instance}-{uuid.uuid4().hex[:16]}")
@@ -339,10 +341,23 @@ class Template:
         assert self.spare is not None
         host_pid, listener, cgroup, go = self.spare
         self.spare = None
+        fds = [out_fd]
         try:
-            socket.send_fds(go, [json.dumps({"env": spec["env"]}).encode()], [out_fd])
+            cgroup.set_memory(int(spec.get("memory_mb", self.memory_mb)))
+            go_msg = {"env": spec["env"], "tmp_mb": spec["tmp_mb"]}
+            if self.zygote:  # the function's code: the clone binds it from the code store, then hides the rest
+                if os.path.dirname(spec["task_root"]) != self.code_root:
+                    raise OSError(f"{spec['task_root']} is not in the code store")
+                go_msg["code"] = os.path.basename(spec["task_root"])
+            socket.send_fds(go, [json.dumps(go_msg).encode()], fds)
+        except BaseException:
+            _close(listener)
+            cgroup.destroy()
+            raise
         finally:
             go.close()
+            for fd in fds[1:]:
+                os.close(fd)
         return host_pid, listener, cgroup
 
     def discard(self) -> None:
@@ -369,6 +384,8 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
     """Inside the fork: namespaces and the root as a shell, then a user namespace, then the runtime."""
     try:
         root = _sandbox(cfg, cgroup, ctl)
+        if spec.get("zygote"):  # its clones bind their own code from here and hide the rest
+            _bind(spec["code_root"], root + "/var/.kindling-code")
         _pivot(cfg, root, spec, out_fd)
         # The clones' namespaces will be owned by this user namespace, where the template holds
         # CAP_SYS_ADMIN and CAP_NET_ADMIN; outside it, it is an unprivileged user like any environment.
@@ -387,7 +404,8 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
         linux.capset(sum(1 << c for c in CAPS))
         for cap in CAPS:
             linux.prctl_ambient_raise(cap)
-        spec = {**spec, "env": {**spec["env"], "_KINDLING_TEMPLATE_FD": str(keep)}}
+        mode = "_KINDLING_ZYGOTE_FD" if spec.get("zygote") else "_KINDLING_TEMPLATE_FD"
+        spec = {**spec, "env": {**spec["env"], mode: str(keep)}}
         _exec(spec, tfilter)
     except BaseException as exc:
         try:

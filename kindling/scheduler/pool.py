@@ -103,6 +103,8 @@ class Scheduler:
             return
         env = ExecutionEnvironment(fn, self.base_env, self.logs, self.backend)
         env.template = self.templates.get(fn)
+        if env.template is None:
+            env.zygote = self.templates.zygote(fn)
         self.environments.add(env)
         self._born[env] = self.generation[fn.name, fn.version]
         pool.starting += 1
@@ -114,11 +116,14 @@ class Scheduler:
             try:
                 await env.start()
             except OSError:
-                if env.template is None:
+                if env.template is None and env.zygote is None:
                     raise
                 log.warning("template of %s failed to make an environment; starting a fresh one", env.fn.name)
-                self.templates.forget(env.fn.key)
-                env.template = None
+                if env.template is not None:
+                    self.templates.forget(env.fn.key)
+                if env.zygote is not None:
+                    self.templates.forget_zygote(env.zygote)
+                env.template = env.zygote = None
                 await env.start()
         except Exception as exc:
             log.exception("could not start an execution environment for %s", env.fn.name)

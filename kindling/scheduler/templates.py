@@ -37,6 +37,42 @@ class Templates:
         self.pending: set[Key] = set()
         self.failed: set[Key] = set()
         self.generation: dict[tuple[str, str], int] = defaultdict(int)
+        self.zygotes: dict[str, str] = {}  # runtime → a ready zygote: that runtime, before any init
+        self.zygote_argv: dict[str, list[str]] = {}
+
+    def start_zygotes(self, runtimes: dict[str, list[str]], empty_dir: str, code_root: str) -> None:
+        """Start a zygote for each runtime (name → argv), in the background: first cold starts fork from them."""
+        if self.mode == "off" or not hasattr(self.backend, "template"):
+            return
+        for runtime, argv in runtimes.items():
+            asyncio.get_running_loop().create_task(self._make_zygote(runtime, argv, empty_dir, code_root))
+
+    async def _make_zygote(self, runtime: str, argv: list[str], empty_dir: str, code_root: str) -> None:
+        tid = f"zygote-{runtime}-{uuid.uuid4().hex[:8]}"
+        env = {**self.base_env, "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}", "LAMBDA_TASK_ROOT": "/var/task",
+               "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir, "PYTHONPATH": self.backend.runtime_dir}
+        try:
+            with open(os.devnull, "wb") as null:
+                await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
+                    tid, argv, env, empty_dir, 10240, 512, os.dup(null.fileno()), zygote=True, code_root=code_root),
+                    INIT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            log.warning("no zygote for %s (%s): its first cold starts start fresh interpreters", runtime, exc)
+            return
+        self.zygotes[runtime] = tid
+        log.info("zygote ready for %s", runtime)
+
+    def zygote(self, fn: FunctionVersion) -> str | None:
+        """A zygote for ``fn``'s runtime, unless templates are off for it."""
+        if self.mode == "off":
+            return None
+        return self.zygotes.get(str(fn.config.get("Runtime")))
+
+    def forget_zygote(self, tid: str) -> None:
+        for runtime, zid in list(self.zygotes.items()):
+            if zid == tid:
+                del self.zygotes[runtime]
+                asyncio.get_running_loop().create_task(self._drop(tid))
 
     def eligible(self, fn: FunctionVersion) -> bool:
         if self.mode == "off" or not hasattr(self.backend, "template"):

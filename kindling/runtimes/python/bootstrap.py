@@ -84,10 +84,16 @@ from _json import encode_basestring_ascii as _encode_str_ascii
 
 _API_PREFIX = "/2018-06-01/runtime/"
 _SELF_FILE = (lambda: 0).__code__.co_filename
-_LOG_FORMAT_JSON = (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
-_LOG_LEVEL = {None: "", "TRACE": "DEBUG"}.get(
-    os.environ.get("AWS_LAMBDA_LOG_LEVEL"), os.environ.get("AWS_LAMBDA_LOG_LEVEL")
-).upper()
+
+
+def _log_settings():
+    """(JSON format?, level name) from the environment: read at start, and again in a zygote's clone."""
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    return ((os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON",
+            {None: "", "TRACE": "DEBUG"}.get(level, level).upper())
+
+
+_LOG_FORMAT_JSON, _LOG_LEVEL = _log_settings()
 _LAMBDA_WARNING = (
     "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the "
     "function code. However, in rare cases, a Lambda runtime update can cause "
@@ -827,6 +833,13 @@ def main():
     _signal.signal(_signal.SIGTERM, _on_sigterm)
     sys.stdout = _Unbuffered(sys.stdout)
     sys.stderr = _Unbuffered(sys.stderr)
+
+    zygote_fd = os.environ.get("_KINDLING_ZYGOTE_FD")
+    if zygote_fd:  # a runtime waiting, before any init, to be forked for a function: what returns is one
+        import kindling_template
+        kindling_template.serve(int(zygote_fd), zygote=True)
+        global _LOG_FORMAT_JSON, _LOG_LEVEL
+        _LOG_FORMAT_JSON, _LOG_LEVEL = _log_settings()
 
     env = os.environ
     address = env.get("AWS_LAMBDA_RUNTIME_API")

@@ -28,7 +28,8 @@ import time
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
     0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 RESTORED_AT = 0.0  # monotonic time the clone was put to use
@@ -53,10 +54,14 @@ def _hooks(name):
         func(*args, **kwargs)
 
 
-def serve(fd):
-    """Run as the template until a fork: returns only in a clone, ready for its first invoke."""
+def serve(fd, zygote=False):
+    """Run as the template until a fork: returns only in a clone, ready for its first invoke.
+
+    A zygote is a template taken before any init: its clones get their function's code, variables,
+    /tmp and memory when they are put to use, and run init themselves."""
     ctl = socket.socket(fileno=fd)
-    _hooks("before_snapshot")
+    if not zygote:
+        _hooks("before_snapshot")
     import gc
     gc.collect()
     if hasattr(gc, "freeze"):
@@ -95,7 +100,7 @@ def serve(fd):
                     os.close(wake_r)
                     os.close(wake_w)
                     ctl.close()
-                    _become_clone(spec, fds[0])
+                    _become_clone(spec, fds[0], zygote)
                     return
                 ctl.send(json.dumps({"cloned": pid}).encode())
                 os._exit(0)
@@ -120,17 +125,18 @@ def _reap(ctl, middles):
         ctl.send(json.dumps({"exit": pid, "code": code}).encode())
 
 
-def _become_clone(spec, report_fd):
+def _become_clone(spec, report_fd, zygote=False):
     """Make this process an environment's, hand over its Runtime API socket, then wait to be used.
 
-    Clones are made ahead of need: everything but the environment's own log pipe and variables is
-    done before the wait, so a cold start only sends "go"."""
+    Clones are made ahead of need: everything but the environment's own log pipe and variables (and
+    for a zygote's clone, its code, /tmp and privileges) is done before the wait, so a cold start only
+    sends "go"."""
     report = socket.socket(fileno=report_fd)
     try:
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={int(spec['tmp_mb'])}m,mode=0700,uid={os.getuid()},gid={os.getgid()}")
+        if not zygote:
+            _mount_tmp(spec["tmp_mb"])
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]
@@ -143,7 +149,8 @@ def _become_clone(spec, report_fd):
         report.sendmsg([b"api"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", listener.fileno())),
                                   (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
         listener.close()
-        _drop_privileges(bytes.fromhex(spec["seccomp"]))
+        if not zygote:
+            _drop_privileges(bytes.fromhex(spec["seccomp"]))
         msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 1)
         if not msg:
             os._exit(0)  # discarded unused
@@ -151,6 +158,13 @@ def _become_clone(spec, report_fd):
         RESTORED_AT = time.monotonic()
         go = json.loads(msg)
         report.close()
+        if zygote:  # the function's code (and no one else's), its /tmp, then no privileges at all
+            code = "/var/.kindling-code/" + go["code"]
+            _mount(code, "/var/task", None, MS_BIND)
+            _mount("none", "/var/task", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            _mount("tmpfs", "/var/.kindling-code", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+            _mount_tmp(go["tmp_mb"])
+            _drop_privileges(bytes.fromhex(spec["seccomp"]))
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
         os.close(fds[0])
@@ -160,9 +174,17 @@ def _become_clone(spec, report_fd):
         finally:
             os._exit(126)
     os.environ.update(go["env"])
+    if zygote:
+        os.chdir("/var/task")
+        time.tzset()
     if "random" in sys.modules:
         sys.modules["random"].seed()  # clones of one template must not share random state
     _hooks("after_restore")
+
+
+def _mount_tmp(size_mb):
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={int(size_mb)}m,mode=0700,uid={os.getuid()},gid={os.getgid()}")
 
 
 def _drop_privileges(bpf):
