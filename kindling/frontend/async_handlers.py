@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-from kindling.core import Kindling
-
-if TYPE_CHECKING:
-    from kindling.frontend.handlers import Call
-
-Handler = Callable[[Kindling, "Call"], Awaitable[dict[str, Any]]]
-
-
-def _op(method: Callable[[Kindling, dict[str, Any]], dict[str, Any]]) -> Handler:
-    async def handler(k: Kindling, call: Call) -> dict[str, Any]:
-        return method(k, call.params)
-    return handler
-
+from kindling.frontend.call import Handler
+from kindling.frontend.call import sync as _op
 
 ASYNC_HANDLERS: dict[str, Handler] = {
     "PutFunctionEventInvokeConfig": _op(lambda k, p: k.events.configs.put(p)),

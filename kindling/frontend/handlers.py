@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kindling.core import Kindling
-
-
-class Call:
-    """What a handler may know of the HTTP request, and nothing more."""
-
-    def __init__(self, params: dict[str, Any], request_id: str, base_url: str, trace_id: str | None) -> None:
-        self.params = params
-        self.request_id = request_id
-        self.base_url = base_url
-        self.trace_id = trace_id
-
-
-Handler = Callable[[Kindling, Call], Awaitable[dict[str, Any]]]
-
-
-def _sync(method: Callable[[Kindling, dict[str, Any]], dict[str, Any]]) -> Handler:
-    async def handler(k: Kindling, call: Call) -> dict[str, Any]:
-        return method(k, call.params)
-    return handler
+from kindling.frontend.call import Call, Handler
+from kindling.frontend.call import sync as _sync
 
 
 async def _get_function(k: Kindling, call: Call) -> dict[str, Any]:
