@@ -175,3 +175,20 @@ def test_scale_out_rate_is_a_token_bucket():
     rate.take("other")  # per function
     time.sleep(0.4)
     rate.take("f")  # refilled
+
+
+def test_provisioned_concurrency_is_set_aside_from_the_unreserved_pool():
+    from kindling import errors
+    from kindling.scheduler.limits import Counter
+
+    counter = Counter(3)
+    counter.set_provisioned("warm", "1", 1)
+    assert counter.unreserved_limit() == 2
+    counter.admit("warm", "1")  # its provisioned slot
+    counter.admit("other")
+    counter.admit("other")  # the two unreserved slots
+    for name, version in (("other", "$LATEST"), ("warm", "1")):
+        with pytest.raises(errors.TooManyRequestsException):
+            counter.admit(name, version)
+    counter.done("warm", "1")
+    counter.admit("warm", "1")  # its slot again, although the unreserved pool is full

@@ -33,13 +33,8 @@ ABOVE_RESERVED = ("Requested Provisioned Concurrency should not be greater than 
 
 
 def unreserved_concurrency(counter: Counter, without: str | None = None) -> int:
-    """UnreservedConcurrentExecutions: the account limit less every reservation and the provisioned
-    concurrency of functions without one (a reservation already holds its function's), leaving out
-    function ``without``."""
-    reserved = sum(v for name, v in counter.reserved.items() if name != without)
-    provisioned = sum(sum(versions.values()) for name, versions in counter.provisioned.items()
-                      if name not in counter.reserved and name != without)
-    return counter.account_limit - reserved - provisioned
+    """UnreservedConcurrentExecutions (see Counter.unreserved_limit)."""
+    return counter.unreserved_limit(without)
 
 
 def _timestamp() -> str:

@@ -33,11 +33,21 @@ class Counter:
         self.provisioned: dict[str, dict[str, int]] = defaultdict(dict)  # function → version → count
         self.in_flight: dict[str, int] = defaultdict(int)
         self.version_in_flight: dict[tuple[str, str], int] = defaultdict(int)
-        self.unreserved_in_flight = 0
 
-    @property
-    def unreserved_limit(self) -> int:
-        return self.account_limit - sum(self.reserved.values())
+    def unreserved_limit(self, without: str | None = None) -> int:
+        """UnreservedConcurrentExecutions: the account limit less every reservation and the provisioned
+        concurrency of functions without one (a reservation already holds its function's), leaving out
+        function ``without``."""
+        reserved = sum(v for name, v in self.reserved.items() if name != without)
+        provisioned = sum(sum(versions.values()) for name, versions in self.provisioned.items()
+                          if name not in self.reserved and name != without)
+        return self.account_limit - reserved - provisioned
+
+    def _beyond_provisioned(self, reserved: bool, name: str | None = None) -> int:
+        """Invokes in flight past their versions' provisioned concurrency: of ``name``, or of every
+        function with (``reserved``) or without a reservation."""
+        return sum(max(0, n - self.provisioned.get(f, {}).get(v, 0)) for (f, v), n in self.version_in_flight.items()
+                   if (f == name if name else (f in self.reserved) == reserved))
 
     def admit(self, name: str, version: str = "$LATEST") -> None:
         """Count one more invoke of ``name`` in flight, or raise Lambda's throttle."""
@@ -46,22 +56,16 @@ class Counter:
         if self.version_in_flight[name, version] < provisioned.get(version, 0):
             pass  # within the version's provisioned concurrency
         elif reserved is not None:
-            shared = reserved - sum(provisioned.values())
-            in_use = sum(max(0, n - provisioned.get(v, 0)) for (f, v), n in self.version_in_flight.items() if f == name)
-            if in_use >= shared:
+            if self._beyond_provisioned(True, name) >= reserved - sum(provisioned.values()):
                 raise throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
-        elif self.unreserved_in_flight >= self.unreserved_limit:
+        elif self._beyond_provisioned(False) >= self.unreserved_limit():
             raise throttled("ConcurrentInvocationLimitExceeded")
-        if reserved is None:
-            self.unreserved_in_flight += 1
         self.in_flight[name] += 1
         self.version_in_flight[name, version] += 1
 
     def done(self, name: str, version: str = "$LATEST") -> None:
         self.in_flight[name] -= 1
         self.version_in_flight[name, version] -= 1
-        if name not in self.reserved:
-            self.unreserved_in_flight -= 1
         if not self.in_flight[name]:
             del self.in_flight[name]
         if not self.version_in_flight[name, version]:
@@ -74,15 +78,10 @@ class Counter:
             self.provisioned[name].pop(version, None)
 
     def set_reserved(self, name: str, value: int | None) -> None:
-        """Change a reservation, moving the function's in-flight invokes between the pools."""
-        was_unreserved = name not in self.reserved
         if value is None:
             self.reserved.pop(name, None)
         else:
             self.reserved[name] = value
-        now_unreserved = name not in self.reserved
-        if was_unreserved != now_unreserved:
-            self.unreserved_in_flight += self.in_flight.get(name, 0) * (1 if now_unreserved else -1)
 
 
 class ScaleRate:
