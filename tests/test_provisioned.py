@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -350,3 +351,20 @@ def test_configs_survive_a_restart(tmp_path: Path):
         assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 998
     finally:
         srv.stop()
+
+
+def test_provisioned_utilization_metric(server, lam, create_function):
+    from tests.test_metrics import scrape, value
+
+    name = create_function(INTROSPECT, Timeout=10)["FunctionName"]
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=2)
+    assert wait_done(lam, name, version)["Status"] == "READY"
+    assert value(scrape(server), "kindling_provisioned_concurrency_utilization", function=name, version=version) == 0
+    done = threading.Thread(target=lam.invoke, kwargs={"FunctionName": name, "Qualifier": version,
+                                                       "Payload": b'{"sleep": 1}'})
+    done.start()
+    time.sleep(0.4)
+    busy = value(scrape(server), "kindling_provisioned_concurrency_utilization", function=name, version=version)
+    done.join()
+    assert busy == 0.5  # one of the two provisioned environments

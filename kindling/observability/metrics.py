@@ -42,14 +42,13 @@ INIT_DURATION = Histogram("kindling_init_duration_milliseconds", "Init phase of 
                           "(REPORT's Init Duration).", LABELS, buckets=DURATION_BUCKETS, registry=REGISTRY)
 IN_FLIGHT = Gauge("kindling_invocations_in_flight", "Invokes in flight per function, version and alias (the "
                   "per-resource view of ConcurrentExecutions).", LABELS, registry=REGISTRY)
-PROVISIONED_UTILIZATION = Gauge("kindling_provisioned_concurrency_utilization", "Provisioned environments busy, "
-                                "as a fraction of those provisioned (Lambda's ProvisionedConcurrencyUtilization).",
-                                LABELS, registry=REGISTRY)
 ProcessCollector(registry=REGISTRY)
 
 
 class InFlight(Protocol):
     in_flight: dict[str, int]
+    version_in_flight: dict[tuple[str, str], int]
+    provisioned: dict[str, dict[str, int]]
 
 
 class AsyncSnapshot(Protocol):
@@ -68,12 +67,21 @@ class _Concurrency(Collector):
                                          labels=["function"])
         total = GaugeMetricFamily("kindling_account_concurrent_executions",
                                   "Invokes in flight across all functions.")
+        utilization = GaugeMetricFamily("kindling_provisioned_concurrency_utilization",
+                                        "Provisioned environments busy, as a fraction of those provisioned "
+                                        "(Lambda's ProvisionedConcurrencyUtilization).", labels=["function", "version"])
         counts = dict(self.counter.in_flight) if self.counter is not None else {}
         for name, n in sorted(counts.items()):
             per_function.add_metric([name], n)
         total.add_metric([], sum(counts.values()))
+        if self.counter is not None:
+            for name, versions in sorted(self.counter.provisioned.items()):
+                for version, count in sorted(versions.items()):
+                    busy = self.counter.version_in_flight.get((name, version), 0)
+                    utilization.add_metric([name, version], min(busy, count) / count)
         yield per_function
         yield total
+        yield utilization
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
