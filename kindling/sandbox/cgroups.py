@@ -134,28 +134,62 @@ class Cgroup:
                     time.sleep(0.002)
 
     def _kill_all(self, d: Path) -> None:
-        if self.v == 1 and (self.dirs.get("freezer") is not None):
-            try:
-                _write(self.dirs["freezer"] / "freezer.state", "THAWED")
-            except OSError:
-                pass
-        if self.v == 2 and (d / "cgroup.kill").exists():
-            _write(d / "cgroup.kill", "1")
+        try:
+            if self.v == 1 and (self.dirs.get("freezer") is not None):
+                _write(self.dirs["freezer"] / "freezer.state", "THAWED")  # a frozen task dies only once thawed
+            elif self.v == 2:
+                _write(d / "cgroup.freeze", "0")
+            if self.v == 2 and (d / "cgroup.kill").exists():
+                _write(d / "cgroup.kill", "1")
+                return
+            pids = (d / "cgroup.procs").read_text().split()
+        except OSError:
             return
-        for pid in (d / "cgroup.procs").read_text().split():
+        for pid in pids:
             try:
                 os.kill(int(pid), 9)
             except ProcessLookupError:
                 pass
 
+    def try_remove(self) -> bool:
+        """Remove the group if nothing is left in it (not even a zombie); whether it is gone."""
+        gone = True
+        for d in self.dirs.values():
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                gone = False
+        if gone and self._freezer is not None:
+            os.close(self._freezer)
+            self._freezer = None
+        return gone
+
+    def kill(self) -> None:
+        """Thaw and SIGKILL every process in the group (their parent still has to reap them)."""
+        for d in self.dirs.values():
+            self._kill_all(d)
+
 
 def remove_stale(prefix: str) -> None:
-    """Remove groups named ``prefix*`` that a previous Kindling on the same data dir left behind."""
+    """Remove groups named ``prefix*`` that a previous Kindling on the same data dir left behind, and
+    empty groups of any Kindling that are over a minute old (a Kindling killed outright leaves those)."""
     parents = [ROOT / "kindling"] if version() == 2 else [ROOT / c / "kindling" for c in ("memory", "cpu", "pids",
                                                                                           "freezer")]
-    names = {d.name for p in parents if p.exists() for d in p.iterdir() if d.is_dir() and d.name.startswith(prefix)}
-    for name in names:
-        Cgroup(name, create=False).destroy()
+    old = time.time() - 60
+    for parent in parents:
+        for d in parent.iterdir() if parent.exists() else ():
+            if not d.is_dir():
+                continue
+            if d.name.startswith(prefix):
+                Cgroup(d.name, create=False).destroy()
+                continue
+            try:
+                if d.stat().st_mtime < old and not (d / "cgroup.procs").read_text().strip():
+                    d.rmdir()
+            except OSError:
+                pass
 
 
 def _enable_v2_controllers() -> None:

@@ -360,7 +360,7 @@ class Template:
                 os.close(fd)
         return host_pid, listener, cgroup
 
-    def discard(self) -> None:
+    def discard(self) -> list[Cgroup]:
         try:
             os.kill(self.pid, signal.SIGKILL)  # PID 1 of its namespace: its clones go with it
         except ProcessLookupError:
@@ -374,9 +374,7 @@ class Template:
             _close(self.spare[1])
             self.spare[3].close()
             groups.append(self.spare[2])
-        for group in groups:
-            if group is not None:
-                group.destroy()
+        return [g for g in groups if g is not None]  # removed once their processes are reaped
 
 
 def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.socket, spec: dict,
@@ -433,6 +431,7 @@ class Spawner:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.sel = selectors.DefaultSelector()
         self.last_request = 0.0
+        self.leftover: list[Cgroup] = []  # groups to remove once what was in them is reaped
 
     def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
         self.notify({"req": req, **doc}, fds)
@@ -496,7 +495,9 @@ class Spawner:
             self.sel.unregister(t.ctl)
         except (KeyError, ValueError):
             pass
-        t.discard()
+        for group in t.discard():
+            group.kill()
+            self.leftover.append(group)
 
     def from_template(self, t: Template) -> None:
         """A template said something: ready, a clone's PID, a clone's exit, or it died."""
@@ -560,19 +561,28 @@ class Spawner:
         return True
 
     def shutdown(self) -> None:
+        """Kill everything this spawner made, reap it, and only then remove the cgroups (a cgroup with
+        a zombie in it cannot be removed)."""
+        groups = list(self.runtimes.values()) + [shell.cgroup for shell in self.pool] + self.leftover
         for t in self.templates.values():
-            t.discard()
+            groups += t.discard()
         for shell in self.pool:
             shell.discard()
-            shell.cgroup.destroy()
-        for pid, cgroup in self.runtimes.items():
+        for cgroup in groups:
+            cgroup.kill()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.005)
+        for cgroup in groups:
             cgroup.destroy()
 
     def reap(self) -> None:
+        self.leftover = [g for g in self.leftover if not g.try_remove()]
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -590,6 +600,8 @@ class Spawner:
         self.fill()
         while True:
             wait = max(0.0, QUIET - (time.monotonic() - self.last_request)) if self.short() else None
+            if self.leftover:
+                wait = 0.1 if wait is None else min(wait, 0.1)
             for key, _ in self.sel.select(timeout=wait):
                 if key.data == "signal":
                     try:
