@@ -21,10 +21,8 @@ import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -33,40 +31,12 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from invoke_latency import ACCESS_KEY, REGION, SECRET_KEY, start_server  # one way to start the server
 
-ACCESS_KEY = "AKIAKINDLINGBENCH000"
-SECRET_KEY = "kindling/bench/secret/key/00000000000000"
-REGION = "us-east-1"
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
 FUNCTION = "bench-async"
 CODE = 'import time\ndef handler(e, c):\n    print("E2E", e.get("sent", 0), time.time())\n'
 TARGET = 2000.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(tmp: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port, log = free_port(), tmp / "server.log"
-    env = {**os.environ, "KINDLING_ACCESS_KEY_ID": ACCESS_KEY, "KINDLING_SECRET_ACCESS_KEY": SECRET_KEY}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kindling.cli.main", "serve", "--port", str(port),
-                                 "--data-dir", str(tmp / "data"), "--log-level", "warning", *extra],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"kindling serve exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_kindling/health", timeout=1):
-                return proc, port, log
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit(f"kindling serve did not become healthy:\n{log.read_text()}")
 
 
 def signed(port: int, body: bytes, function: str = FUNCTION) -> tuple[str, dict[str, str]]:
@@ -191,7 +161,7 @@ def main() -> None:
     best = 0.0
     with tempfile.TemporaryDirectory(prefix="kindling-bench-async-", dir=None) as tmp:
         base_before = sqlite_commits_per_second(Path(tmp), seconds / 2)
-        proc, port, log = start_server(Path(tmp), args.serve_args)
+        proc, port, log = start_server(Path(tmp), ["--log-level", "warning", *args.serve_args])
         try:
             lam = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name=REGION,
                                aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,

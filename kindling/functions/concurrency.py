@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from kindling import errors
-from kindling.functions.provisioned import unreserved_concurrency
 from kindling.functions.service import FunctionService
 from kindling.scheduler.limits import UNRESERVED_MINIMUM, Counter
 from kindling.store.concurrency import ConcurrencyStore
@@ -31,7 +30,7 @@ class ConcurrencyService:
     def put(self, p: dict[str, Any]) -> dict[str, Any]:
         name = self._function(p["FunctionName"])
         value = int(p["ReservedConcurrentExecutions"])
-        if unreserved_concurrency(self.counter, without=name) - value < UNRESERVED_MINIMUM:
+        if self.counter.unreserved_limit(without=name) - value < UNRESERVED_MINIMUM:
             raise errors.InvalidParameterValueException(
                 "Specified ReservedConcurrentExecutions for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{UNRESERVED_MINIMUM}].")
@@ -60,5 +59,5 @@ class ConcurrencyService:
     def account(self, settings: dict[str, Any]) -> dict[str, Any]:
         """GetAccountSettings with the account limit and what reservations and provisioned concurrency leave."""
         settings["AccountLimit"]["ConcurrentExecutions"] = self.counter.account_limit
-        settings["AccountLimit"]["UnreservedConcurrentExecutions"] = unreserved_concurrency(self.counter)
+        settings["AccountLimit"]["UnreservedConcurrentExecutions"] = self.counter.unreserved_limit()
         return settings

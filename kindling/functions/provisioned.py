@@ -4,7 +4,7 @@ A config belongs to a published version or to an alias; an alias's config provis
 FunctionVersion (routing weights aside) and moves with it when the alias is updated. One version is
 provisioned through one config only: its own or an alias's. A function's provisioned concurrency is
 carved out of its reserved concurrency when it has one, else out of the account's unreserved pool,
-which never drops below 100 (``unreserved_concurrency``).
+which never drops below 100 (``Counter.unreserved_limit``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kindling import arns, errors
 from kindling.functions.service import FunctionService
 from kindling.invoke.provisioned import IN_PROGRESS, Provisioner
 from kindling.sandbox.environment import FunctionVersion
-from kindling.scheduler.limits import UNRESERVED_MINIMUM, Counter
+from kindling.scheduler.limits import UNRESERVED_MINIMUM
 from kindling.scheduler.pool import Scheduler
 from kindling.store.functions import LATEST, FunctionRecord
 from kindling.store.provisioned import ProvisionedRecord, ProvisionedStore
@@ -30,11 +30,6 @@ ALIAS_ON_PROVISIONED_VERSION = ("Alias can't be used for Provisioned Concurrency
 VERSION_OF_PROVISIONED_ALIAS = "Version is pointed by a Provisioned Concurrency alias"
 ABOVE_RESERVED = ("Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for "
                   "function")
-
-
-def unreserved_concurrency(counter: Counter, without: str | None = None) -> int:
-    """UnreservedConcurrentExecutions (see Counter.unreserved_limit)."""
-    return counter.unreserved_limit(without)
 
 
 def _timestamp() -> str:
@@ -116,7 +111,7 @@ class ProvisionedService:
             if others + requested > reserved:
                 raise errors.InvalidParameterValueException(ABOVE_RESERVED)
             return
-        unreserved = unreserved_concurrency(self.counter, without=name) - others
+        unreserved = self.counter.unreserved_limit(without=name) - others
         if requested > unreserved:
             raise errors.InvalidParameterValueException(
                 f"Specified ConcurrentExecutions for function is greater than account's unreserved concurrency "

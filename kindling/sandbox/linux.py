@@ -28,10 +28,8 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
-_SYS_OPEN_TREE = 428  # the same on every architecture (new system calls share numbers)
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
-PR_SET_PDEATHSIG = 1
 
 
 def _check(result: int, what: str) -> None:
@@ -85,11 +83,3 @@ def capset(caps: int) -> None:
 def prctl_ambient_raise(cap: int) -> None:
     _check(_libc.prctl(47, 2, ctypes.c_ulong(cap), 0, 0), "ambient capability")  # PR_CAP_AMBIENT_RAISE
 
-
-def open_tree(path: str) -> int:
-    """A detached copy of the mount at ``path`` (a file descriptor another mount namespace can attach)."""
-    fd = _libc.syscall(_SYS_OPEN_TREE, -100, path.encode(), 1 | 0o2000000)  # OPEN_TREE_CLONE | CLOEXEC
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
-    return int(fd)

@@ -38,7 +38,6 @@ class Templates:
         self.failed: set[Key] = set()
         self.generation: dict[tuple[str, str], int] = defaultdict(int)
         self.zygotes: dict[str, str] = {}  # runtime → a ready zygote: that runtime, before any init
-        self.zygote_argv: dict[str, list[str]] = {}
 
     def start_zygotes(self, runtimes: dict[str, list[str]], empty_dir: str, code_root: str) -> None:
         """Start a zygote for each runtime (name → argv), in the background: first cold starts fork from them."""

@@ -32,7 +32,6 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-RESTORED_AT = 0.0  # monotonic time the clone was put to use
 
 
 def _check(rc, what):
@@ -154,8 +153,6 @@ def _become_clone(spec, report_fd, zygote=False):
         msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 1)
         if not msg:
             os._exit(0)  # discarded unused
-        global RESTORED_AT
-        RESTORED_AT = time.monotonic()
         go = json.loads(msg)
         report.close()
         if zygote:  # the function's code (and no one else's), its /tmp, then no privileges at all
