@@ -182,3 +182,23 @@ def create_function(lam):  # noqa: ANN001, ANN201
             lam.delete_function(FunctionName=name)
         except lam.exceptions.ResourceNotFoundException:
             pass
+
+
+@pytest.fixture(scope="module")
+def hostile_server() -> Iterator[Server]:
+    """A server of the test module's own, so that an attack that does break it cannot take the rest of the suite
+    down with it (the adversarial suite, tests/adversarial.py)."""
+    with tempfile.TemporaryDirectory(prefix="kindling-hostile-") as tmp:
+        srv = Server(Path(tmp) / "data").start()
+        yield srv
+        srv.stop()
+
+
+@pytest.fixture
+def bystander(hostile_server: Server):  # noqa: ANN201 - a tests.adversarial.Bystander
+    """A hello function on ``hostile_server`` that must keep answering within 2x its p50 during an attack."""
+    from tests.adversarial import Bystander
+
+    b = Bystander(hostile_server)
+    yield b
+    b.delete()
