@@ -3,7 +3,10 @@
 Each environment gets its own listening socket, so one function can never
 answer another's invocation. The HTTP is parsed by httptools (the parser under
 uvicorn); this module is only the protocol's few routes. Every response is one
-write on a TCP_NODELAY socket, so no round trip waits on Nagle.
+write on a TCP_NODELAY socket, so no round trip waits on Nagle. What one
+environment may take from the server (connections, bytes, time) is capped by
+``limits``; accepting is a few connections per turn of the loop, so a flood on
+one environment's socket never delays another's.
 """
 
 from __future__ import annotations
@@ -11,12 +14,27 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 from typing import Protocol
 
 import httptools
 
+from kindling.runtime_api.limits import (
+    ACCEPT_BATCH,
+    BODY_LIMIT,
+    HEAD_LIMIT,
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    RESPONSE_LIMIT,
+    EnvironmentLimits,
+    log,
+)
+
+__all__ = ["RESPONSE_LIMIT", "Handler", "Invocation", "RuntimeAPI", "serve"]
+
 PREFIX = b"/2018-06-01/runtime/"
-RESPONSE_LIMIT = 6291556  # Lambda's synchronous response limit (6 MB + 100 bytes)
+SLICE = 32 * 1024  # bytes handed to the parser at once, so a head is measured before it can grow past HEAD_LIMIT
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and leaves no TIME_WAIT
 
 
 class Invocation:
@@ -37,6 +55,7 @@ class Handler(Protocol):
     def invocation_response(self, request_id: str, body: bytes, too_large: bool) -> bool: ...
     def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> bool: ...
     def init_error(self, body: bytes, error_type: str | None) -> None: ...
+    def limits_exceeded(self, reason: str) -> None: ...
 
 
 def _response(status: int, reason: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -52,39 +71,83 @@ def _error(status: int, reason: str, error_type: str, message: str) -> bytes:
     return _response(status, reason, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
 
 
+class _Breach(Exception):
+    """Raised in a parser callback to stop parsing a request that broke a limit."""
+
+    def __init__(self, status: int, phrase: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.phrase, self.reason = status, phrase, reason
+
+
 class RuntimeAPIProtocol(asyncio.Protocol):
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
+    def __init__(self, api: RuntimeAPI) -> None:
+        self.api = api
+        self.handler = api.handler
+        self.limits = api.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
-        self.size = 0
+        self.size = 0  # body bytes of the current request
+        self.held = 0  # of which kept (and taken from the environment's budget)
+        self.head = 0  # bytes of the current head (request line and headers, or chunk framing and trailers)
+        self.in_body = False
+        self.in_request = False
+        self.breach: _Breach | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.waiting: asyncio.Task[None] | None = None
 
     # -- asyncio ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.api.connections.add(self)
+        if self.api.closed:
+            transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        view = memoryview(data)
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._send(_error(400, "Bad Request", "InvalidRequest", "Malformed HTTP request"))
-            self._close()
+            for start in range(0, len(data), SLICE):
+                counted = not self.in_body
+                if counted:
+                    self.head += min(SLICE, len(data) - start)
+                self.parser.feed_data(view[start:start + SLICE])
+                if counted and not self.in_body and self.head > HEAD_LIMIT:
+                    raise _Breach(431, "Request Header Fields Too Large",
+                                  f"a request line and headers of more than {HEAD_LIMIT} bytes")
+        except _Breach as b:
+            self._breached(b)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            cause = self.breach or e.__context__
+            self._breached(cause if isinstance(cause, _Breach) else
+                           _Breach(400, "Bad Request", "a malformed HTTP request"))
+        else:
+            if self.in_request and self.timer is None:
+                self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def pause_writing(self) -> None:  # the runtime does not read its answers: read no more requests
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiting is not None:
             self.waiting.cancel()
+        self._end_request()
         self.transport = None
+        self.api.connections.discard(self)
+        self.limits.connections -= 1
 
     # -- httptools callbacks ------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.waiting is not None:
+            raise _Breach(400, "Bad Request", "a request sent before the previous one was answered")
         self.url, self.headers, self.body, self.size = b"", {}, [], 0
+        self.in_request, self.in_body, self.head = True, False, 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -92,18 +155,36 @@ class RuntimeAPIProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
 
+    def on_headers_complete(self) -> None:
+        self.in_body = True
+
+    def on_chunk_header(self) -> None:
+        self.in_body, self.head = False, 0  # a chunk's size line (and, after the last, the trailers) is head
+
     def on_body(self, body: bytes) -> None:
+        self.in_body = True
         self.size += len(body)
-        if self.size <= RESPONSE_LIMIT:
+        if self.size > BODY_LIMIT:
+            self.breach = _Breach(413, "Request Entity Too Large", f"a request body of more than {BODY_LIMIT} bytes")
+            raise self.breach
+        if self.size > RESPONSE_LIMIT:  # too large for Lambda: answered 413 at its end, nothing more is kept
+            self._release()
+        elif self.limits.hold(len(body)):
+            self.held += len(body)
             self.body.append(body)
+        else:
+            self.breach = _Breach(413, "Request Entity Too Large", "request bodies in flight of more than "
+                                  "the environment's budget")
+            raise self.breach
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method()
+        body = b"".join(self.body)
+        self._end_request()
         path = self.url.split(b"?", 1)[0]
         if not path.startswith(PREFIX):
             return self._send(_error(404, "Not Found", "InvalidRequest", "Not found"))
         parts = path[len(PREFIX):].decode("latin-1").strip("/").split("/")
-        body = b"".join(self.body)
         error_type = self.headers.get(b"lambda-runtime-function-error-type")
         etype = error_type.decode("latin-1") if error_type else None
         if method == b"GET" and parts == ["invocation", "next"]:
@@ -134,15 +215,100 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._send(_response(200, "OK", inv.payload, headers))
 
     def _send(self, data: bytes) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _close(self) -> None:
+    def _release(self) -> None:
+        if self.held:
+            self.limits.release(self.held)
+            self.held, self.body = 0, []
+
+    def _end_request(self) -> None:
+        self._release()
+        self.in_request, self.in_body, self.head = False, False, 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._breached(_Breach(408, "Request Timeout", f"a request not sent within {REQUEST_TIMEOUT:g} s"))
+
+    def _breached(self, breach: _Breach) -> None:
+        """Answer the breach, close this connection, and count it against the environment."""
+        self._end_request()
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._send(_error(breach.status, breach.phrase, "RequestLimitExceeded", breach.reason))
+        self.transport.close()  # nothing more is read; the answer is flushed, then connection_lost comes
+        self.limits.strike(breach.reason)
+
+    def abort(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
-async def serve(sock: socket.socket, handler: Handler) -> asyncio.Server:
+class RuntimeAPI:
+    """One environment's Runtime API: its listening socket, its connections and their limits."""
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.handler = handler
+        self.limits = EnvironmentLimits(self._fail)
+        self.connections: set[RuntimeAPIProtocol] = set()
+        self.closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):  # the rest waits for the next turn of the loop, after the others
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of descriptors or memory: the host's state, not this environment's doing
+                log.warning("Runtime API could not accept a connection (%s); trying again in 0.1 s", e)
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(0.1, self._resume)
+                return
+            if self.limits.connections >= MAX_CONNECTIONS:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                conn.close()
+                self.limits.strike(f"more than {MAX_CONNECTIONS} connections at once")
+                if self.closed:
+                    return
+                continue
+            self.limits.connections += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setblocking(False)
+            self.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: RuntimeAPIProtocol(self), conn)
+        except OSError:
+            conn.close()
+            self.limits.connections -= 1
+
+    def _resume(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _fail(self, reason: str) -> None:
+        self.close()
+        self.handler.limits_exceeded(reason)
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection (the listening socket itself belongs to the sandbox)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.sock.fileno())
+        for conn in list(self.connections):
+            conn.abort()
+
+
+async def serve(sock: socket.socket, handler: Handler) -> RuntimeAPI:
     """Serve the Runtime API on an already bound, listening socket."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: RuntimeAPIProtocol(handler), sock=sock)
+    return RuntimeAPI(sock, handler)

@@ -74,7 +74,7 @@ class ExecutionEnvironment:
         self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
         self.log_format = LogFormat(fn.config.get("LoggingConfig"))  # Text or JSON, and the levels kept
         self.process: Sandbox | None = None
-        self.server: asyncio.Server | None = None
+        self.server: runtime_api.RuntimeAPI | None = None
         self.dead = False
         self.busy = False
         self.last_used = time.monotonic()
@@ -312,6 +312,13 @@ class ExecutionEnvironment:
             self._invoke_started = time.monotonic()
             self._finish(InvokeResult(_error_body(body, error_type), "Unhandled"), "error")
         self.shutdown()
+
+    def limits_exceeded(self, reason: str) -> None:
+        """The runtime kept breaking its Runtime API's limits: discard the environment, as if it had crashed."""
+        self._write_line(f"{_iso_now()} Runtime API limits exceeded ({reason}): the execution environment is "
+                         "discarded")
+        if self.process is not None:
+            self.process.kill()  # the exit fails the invoke, if any, with Runtime.ExitError
 
     # -- logs ---------------------------------------------------------------------------------------
     def _read_output(self) -> None:
