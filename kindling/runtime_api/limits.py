@@ -30,9 +30,10 @@ ACCEPT_BATCH = 8  # connections accepted per turn of the event loop, so one floo
 class EnvironmentLimits:
     """One environment's account: open connections, body bytes held, strikes."""
 
-    __slots__ = ("connections", "buffered", "strikes", "failed", "_fail")
+    __slots__ = ("name", "connections", "buffered", "strikes", "failed", "_fail")
 
-    def __init__(self, fail: Callable[[str], None]) -> None:
+    def __init__(self, name: str, fail: Callable[[str], None]) -> None:
+        self.name = name  # the environment, as the server's log names it
         self.connections = 0
         self.buffered = 0
         self.strikes = 0
@@ -43,12 +44,12 @@ class EnvironmentLimits:
         """Count one breach (the connection is already refused or closed); fail the environment past STRIKES."""
         self.strikes += 1
         if self.strikes == 1:
-            log.warning("Runtime API limit exceeded: %s; the connection is closed (%d more and the execution "
-                        "environment is discarded)", reason, STRIKES - 1)
+            log.warning("Runtime API of %s: limit exceeded (%s); the connection is closed (%d more and the "
+                        "execution environment is discarded)", self.name, reason, STRIKES - 1)
         if self.strikes >= STRIKES and not self.failed:
             self.failed = True
-            log.warning("Runtime API limits exceeded %d times (last: %s); the execution environment is discarded",
-                        self.strikes, reason)
+            log.warning("Runtime API of %s: limits exceeded %d times (last: %s); the execution environment is "
+                        "discarded", self.name, self.strikes, reason)
             self._fail(reason)
 
     def hold(self, size: int) -> bool:

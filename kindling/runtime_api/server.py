@@ -251,11 +251,11 @@ class RuntimeAPIProtocol(asyncio.Protocol):
 class RuntimeAPI:
     """One environment's Runtime API: its listening socket, its connections and their limits."""
 
-    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+    def __init__(self, sock: socket.socket, handler: Handler, name: str) -> None:
         self.loop = asyncio.get_running_loop()
         self.sock = sock
         self.handler = handler
-        self.limits = EnvironmentLimits(self._fail)
+        self.limits = EnvironmentLimits(name, self._fail)
         self.connections: set[RuntimeAPIProtocol] = set()
         self.closed = False
         sock.setblocking(False)
@@ -309,6 +309,6 @@ class RuntimeAPI:
             conn.abort()
 
 
-async def serve(sock: socket.socket, handler: Handler) -> RuntimeAPI:
-    """Serve the Runtime API on an already bound, listening socket."""
-    return RuntimeAPI(sock, handler)
+async def serve(sock: socket.socket, handler: Handler, name: str = "an execution environment") -> RuntimeAPI:
+    """Serve the Runtime API on an already bound, listening socket; ``name`` is the environment in log lines."""
+    return RuntimeAPI(sock, handler, name)

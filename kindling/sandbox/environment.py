@@ -112,7 +112,8 @@ class ExecutionEnvironment:
                                                     self.fn.task_root, memory, tmp)
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
-        self.server = await runtime_api.serve(self.process.listener, self)
+        self.server = await runtime_api.serve(self.process.listener, self,
+                                              f"{self.fn.name}:{self.fn.version} environment {self.id[:8]}")
 
     def _environment(self) -> dict[str, str]:
         c = self.fn.config
