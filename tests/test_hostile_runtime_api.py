@@ -84,6 +84,11 @@ def handler(event, context):
         head = b"POST %sinvocation/%s/response HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (
             PREFIX, context.aws_request_id.encode(), 6_100_000)
         return {"sent": [endless(head, b"b" * 65536, 6_000_000, 3) for _ in range(event["connections"])]}
+    if kind == "pipeline":  # requests for nothing, sent back to back on connections whose answers are never read
+        sent = []
+        for _ in range(event["connections"]):
+            sent.append(endless(b"", b"GET /nothing HTTP/1.1\r\n\r\n" * 2048, event["total"], 2))
+        return {"sent": sent}
     if kind == "slowloris":
         for _ in range(event["connections"]):
             s = connect()
@@ -214,5 +219,21 @@ def test_half_sent_requests_are_timed_out(hostile_server: Server, bystander: Bys
     assert settle(pid, base, seconds=15) <= base
     # and the environment, which only broke limits a few times, still answers
     assert invoke(lam, name, {"kind": "check"})[1] == {"held": 12, "closed": 12}
+    bystander.check()
+    lam.delete_function(FunctionName=name)  # type: ignore[attr-defined]
+
+
+def test_requests_that_serve_no_invoke_fail_the_environment(hostile_server: Server, bystander: Bystander) -> None:
+    pid = server_pid(hostile_server)
+    lam, name = make_attacker(hostile_server)
+    invoke(lam, name, {})
+    before = rss_kb(pid)
+    # When the handler pipelines requests for nothing (8 connections, up to 5 MB each) and never reads the answers
+    out, body = invoke(lam, name, {"kind": "pipeline", "connections": 8, "total": 5 << 20})
+    # Then no answers pile up in the server, and the environment is failed as if its runtime had crashed
+    grew = rss_kb(pid) - before
+    assert grew <= 4096, f"server RSS grew {grew} kB"
+    assert out.get("FunctionError") == "Unhandled" and body["errorType"] == "Runtime.ExitError", body
+    assert invoke(lam, name, {})[1] == {"ok": True}
     bystander.check()
     lam.delete_function(FunctionName=name)  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ HEAD_LIMIT = 64 * 1024  # request line + headers of one request (also a chunked 
 BODY_LIMIT = 16 * 1024 * 1024  # a body past this is not read to its end: 413 and the connection is closed
 BUFFER_LIMIT = RESPONSE_LIMIT + 1024 * 1024  # body bytes held at once, over all of one environment's connections
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last (the long-poll /next waits after that)
-STRIKES = 32  # refused or closed connections after which the environment is failed
+STRIKES = 32  # refused or closed connections, and requests that serve no invoke, after which the environment fails
 ACCEPT_BATCH = 8  # connections accepted per turn of the event loop, so one flood cannot starve the others
 
 
@@ -41,15 +41,15 @@ class EnvironmentLimits:
         self._fail = fail  # called once, when the environment has had enough strikes
 
     def strike(self, reason: str) -> None:
-        """Count one breach (the connection is already refused or closed); fail the environment past STRIKES."""
+        """Count one refusal (a connection or request); fail the environment at STRIKES."""
         self.strikes += 1
         if self.strikes == 1:
-            log.warning("Runtime API of %s: limit exceeded (%s); the connection is closed (%d more and the "
-                        "execution environment is discarded)", self.name, reason, STRIKES - 1)
+            log.warning("Runtime API of %s: refused %s (%d more refusals and the execution environment is "
+                        "discarded)", self.name, reason, STRIKES - 1)
         if self.strikes >= STRIKES and not self.failed:
             self.failed = True
-            log.warning("Runtime API of %s: limits exceeded %d times (last: %s); the execution environment is "
-                        "discarded", self.name, self.strikes, reason)
+            log.warning("Runtime API of %s: refused %d times (last: %s); the execution environment is discarded",
+                        self.name, self.strikes, reason)
             self._fail(reason)
 
     def hold(self, size: int) -> bool:

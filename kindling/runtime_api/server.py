@@ -64,11 +64,13 @@ def _response(status: int, reason: str, body: bytes, headers: dict[str, str] | N
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-_ACCEPTED = _response(202, "Accepted", b'{"status":"OK"}')
-
-
 def _error(status: int, reason: str, error_type: str, message: str) -> bytes:
     return _response(status, reason, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
+
+
+_ACCEPTED = _response(202, "Accepted", b'{"status":"OK"}')
+_NOT_FOUND = _error(404, "Not Found", "InvalidRequest", "Not found")
+_INVALID_ID = _error(400, "Bad Request", "InvalidRequestID", "Invalid request ID")
 
 
 class _Breach(Exception):
@@ -144,7 +146,8 @@ class RuntimeAPIProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self.waiting is not None:
+        if self.waiting is not None or (self.transport is not None and self.transport.get_write_buffer_size()):
+            # pipelined: answers would pile up here for a runtime that does not read them
             raise _Breach(400, "Bad Request", "a request sent before the previous one was answered")
         self.url, self.headers, self.body, self.size = b"", {}, [], 0
         self.in_request, self.in_body, self.head = True, False, 0
@@ -165,6 +168,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self.in_body = True
         self.size += len(body)
         if self.size > BODY_LIMIT:
+            parts = self._parts()
+            if parts is not None and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
+                self.handler.invocation_response(parts[1], b"", True)  # the invoke fails as for any too large one
             self.breach = _Breach(413, "Request Entity Too Large", f"a request body of more than {BODY_LIMIT} bytes")
             raise self.breach
         if self.size > RESPONSE_LIMIT:  # too large for Lambda: answered 413 at its end, nothing more is kept
@@ -181,10 +187,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         method = self.parser.get_method()
         body = b"".join(self.body)
         self._end_request()
-        path = self.url.split(b"?", 1)[0]
-        if not path.startswith(PREFIX):
-            return self._send(_error(404, "Not Found", "InvalidRequest", "Not found"))
-        parts = path[len(PREFIX):].decode("latin-1").strip("/").split("/")
+        parts = self._parts()
+        if parts is None:
+            return self._refuse(_NOT_FOUND, "a request for a path it does not serve")
         error_type = self.headers.get(b"lambda-runtime-function-error-type")
         etype = error_type.decode("latin-1") if error_type else None
         if method == b"GET" and parts == ["invocation", "next"]:
@@ -192,22 +197,29 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         elif method == b"POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
             too_large = self.size > RESPONSE_LIMIT
             if not self.handler.invocation_response(parts[1], body, too_large):
-                return self._send(_error(400, "Bad Request", "InvalidRequestID", "Invalid request ID"))
+                return self._refuse(_INVALID_ID, "a response for a request ID that is not the current invoke's")
             if too_large:
                 return self._send(_error(413, "Request Entity Too Large", "RequestEntityTooLarge",
                                          f"Exceeded maximum allowed payload size ({RESPONSE_LIMIT} bytes)."))
             self._send(_ACCEPTED)
         elif method == b"POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "error":
             if not self.handler.invocation_error(parts[1], body, etype):
-                return self._send(_error(400, "Bad Request", "InvalidRequestID", "Invalid request ID"))
+                return self._refuse(_INVALID_ID, "an error for a request ID that is not the current invoke's")
             self._send(_ACCEPTED)
         elif method == b"POST" and parts == ["init", "error"]:
             self.handler.init_error(body, etype)
             self._send(_ACCEPTED)
         else:
-            self._send(_error(404, "Not Found", "InvalidRequest", "Not found"))
+            self._refuse(_NOT_FOUND, "a request for a path it does not serve")
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _parts(self) -> list[str] | None:
+        """The request's path below /2018-06-01/runtime/, split at "/"; None if it is not below it."""
+        path = self.url.split(b"?", 1)[0]
+        if not path.startswith(PREFIX):
+            return None
+        return path[len(PREFIX):].decode("latin-1").strip("/").split("/")
+
     async def _next(self) -> None:
         inv = await self.handler.next_invocation()
         self.waiting = None
@@ -217,6 +229,11 @@ class RuntimeAPIProtocol(asyncio.Protocol):
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def _refuse(self, answer: bytes, reason: str) -> None:
+        """Answer a request that serves no invoke; each one is a strike (a runtime never needs to send one)."""
+        self._send(answer)
+        self.limits.strike(reason)
 
     def _release(self) -> None:
         if self.held:
@@ -240,7 +257,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self._send(_error(breach.status, breach.phrase, "RequestLimitExceeded", breach.reason))
-        self.transport.close()  # nothing more is read; the answer is flushed, then connection_lost comes
+        self.transport.abort()  # now, not once a runtime that may never read has read the answer
         self.limits.strike(breach.reason)
 
     def abort(self) -> None:
