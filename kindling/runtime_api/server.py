@@ -94,7 +94,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self.size = 0  # body bytes of the current request
         self.held = 0  # of which kept (and taken from the environment's budget)
         self.head = 0  # bytes of the current head (request line and headers, or chunk framing and trailers)
-        self.in_body = False
+        self.in_body = False  # in a body: since its first bytes, up to the next chunk header or request
         self.in_request = False
         self.breach: _Breach | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -108,16 +108,13 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        view = memoryview(data)
         try:
-            for start in range(0, len(data), SLICE):
-                counted = not self.in_body
-                if counted:
-                    self.head += min(SLICE, len(data) - start)
-                self.parser.feed_data(view[start:start + SLICE])
-                if counted and not self.in_body and self.head > HEAD_LIMIT:
-                    raise _Breach(431, "Request Header Fields Too Large",
-                                  f"a request line and headers of more than {HEAD_LIMIT} bytes")
+            if len(data) <= SLICE:  # a whole request, usually
+                self._feed(data)
+            else:
+                view = memoryview(data)
+                for start in range(0, len(data), SLICE):
+                    self._feed(view[start:start + SLICE])
         except _Breach as b:
             self._breached(b)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
@@ -127,6 +124,17 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         else:
             if self.in_request and self.timer is None:
                 self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Parse ``data``; bytes that arrive outside a body count towards the current head's HEAD_LIMIT."""
+        if self.in_body:
+            self.parser.feed_data(data)
+            return
+        self.head += len(data)
+        self.parser.feed_data(data)
+        if not self.in_body and self.head > HEAD_LIMIT:
+            raise _Breach(431, "Request Header Fields Too Large",
+                          f"a request line and headers of more than {HEAD_LIMIT} bytes")
 
     def pause_writing(self) -> None:  # the runtime does not read its answers: read no more requests
         if self.transport is not None and not self.transport.is_closing():
@@ -157,9 +165,6 @@ class RuntimeAPIProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        self.in_body = True
 
     def on_chunk_header(self) -> None:
         self.in_body, self.head = False, 0  # a chunk's size line (and, after the last, the trailers) is head
