@@ -315,11 +315,15 @@ class ExecutionEnvironment:
         self.shutdown()
 
     def limits_exceeded(self, reason: str) -> None:
-        """The runtime kept breaking its Runtime API's limits: discard the environment, as if it had crashed."""
+        """The runtime kept breaking its Runtime API's limits: fail its invoke as a crash would, and discard it."""
         self._write_line(f"{_iso_now()} Runtime API limits exceeded ({reason}): the execution environment is "
                          "discarded")
+        if self._current is not None:  # now, not once its exit is seen
+            self._fail("Runtime.ExitError",
+                       f"RequestId: {self._current.request_id} Error: Runtime exited with error: signal: killed")
+        self.shutdown()
         if self.process is not None:
-            self.process.kill()  # the exit fails the invoke, if any, with Runtime.ExitError
+            self.process.kill()
 
     # -- logs ---------------------------------------------------------------------------------------
     def _read_output(self) -> None:
