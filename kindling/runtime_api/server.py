@@ -114,6 +114,8 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             else:
                 view = memoryview(data)
                 for start in range(0, len(data), SLICE):
+                    if self.transport is None or self.transport.is_closing():
+                        return  # closed by what the last slice held (its environment failed): drop the rest
                     self._feed(view[start:start + SLICE])
         except _Breach as b:
             self._breached(b)
