@@ -28,6 +28,8 @@ from kindling.sandbox import Backend, Sandbox
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
 SHUTDOWN_GRACE = 0.5
 TAIL_BYTES = 4096
+READ_BATCH = 16  # 64 KB reads of an environment's output per event-loop turn: a flood cannot hold the loop
+OUTPUT_PAUSE = 0.1  # seconds an environment's output rests when it is over its log rate (its writes wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +73,8 @@ class ExecutionEnvironment:
         self.id = uuid.uuid4().hex
         self.base_env = base_env
         self.log_group = fn.config["LoggingConfig"]["LogGroup"]
-        self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
         self.log_format = LogFormat(fn.config.get("LoggingConfig"))  # Text or JSON, and the levels kept
+        self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version), self.log_format.json)
         self.process: Sandbox | None = None
         self.server: asyncio.Server | None = None
         self.dead = False
@@ -318,11 +320,26 @@ class ExecutionEnvironment:
         assert self.process is not None
         fd = self.process.output_fd
         try:
-            while chunk := os.read(fd, 65536):
+            for _ in range(READ_BATCH):  # the rest on the loop's next turn
+                if not (chunk := os.read(fd, 65536)):
+                    asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
+                    return
+                if not self.log.admit(chunk):  # over the log rate: dropped (and said so), and the pipe rests
+                    self._partial = b""
+                    self._rest_output(fd)
+                    return
                 self._lines(chunk)
-            asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
         except BlockingIOError:
             pass
+
+    def _rest_output(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(fd)
+        loop.call_later(OUTPUT_PAUSE, self._resume_output, fd)
+
+    def _resume_output(self, fd: int) -> None:
+        if not self.dead and self.process is not None and self.process.output_fd == fd:
+            asyncio.get_running_loop().add_reader(fd, self._read_output)
 
     def _drain(self) -> None:
         """Take what the runtime already wrote: it flushes before it posts a result."""

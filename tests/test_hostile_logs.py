@@ -1,0 +1,241 @@
+"""Hostile logs: a function that prints without end, log names that try to leave their folder, and a log group
+deleted under a warm environment (issue 8, "Safe to share"; tests/adversarial.py).
+
+The module's hostile server caps log groups at GROUP_CAP_MB (the default is 1 GB) so that one bounded flood
+meets both the rate limit and the cap; the rate and burst are the defaults.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.adversarial import NOISE_FLOOR
+from tests.conftest import ROLE, Server, make_zip, unique
+
+GROUP_CAP_MB = 8
+RATE_MB, BURST_MB = 1.0, 5.0  # the defaults (kindling/settings.py)
+MB = 1 << 20
+
+FLOOD = ('def handler(event, context):\n    line = "x" * 1000\n    while True:\n        print(line)\n')
+SLEEPY = ('import time\n'
+          'def handler(event, context):\n    print("line of", context.aws_request_id)\n'
+          '    time.sleep(event.get("sleep", 0))\n    return {"ok": True}\n')
+
+
+@pytest.fixture(scope="module")
+def hostile_server() -> Iterator[Server]:
+    """As conftest's, with a small log group cap (see the module's docstring)."""
+    with tempfile.TemporaryDirectory(prefix="kindling-hostile-") as tmp:
+        srv = Server(Path(tmp) / "data", log_group_max_mb=str(GROUP_CAP_MB)).start()
+        yield srv
+        srv.stop()
+
+
+def _function(lam: Any, code: str, **kwargs: Any) -> str:
+    name = unique("hostile-logs")
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": code})}, **kwargs)
+    return name
+
+
+def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["out"] = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            box["error"] = exc
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _messages(logs: Any, group: str) -> list[str]:
+    out: list[str] = []
+    token = None
+    for _ in range(20):
+        kw = {"nextToken": token} if token else {}
+        page = logs.filter_log_events(logGroupName=group, **kw)
+        out += [e["message"] for e in page["events"]]
+        token = page.get("nextToken")
+        if not token:
+            break
+    return out
+
+
+def test_a_function_printing_without_end_is_rate_limited_and_capped(hostile_server, bystander):
+    # Given a function that prints 1 KB lines without end, with a whole vCPU, for a 6 s timeout
+    lam, logs = hostile_server.client(), hostile_server.client("logs")
+    timeout = 6
+    name = _function(lam, FLOOD, Timeout=timeout, MemorySize=1769)
+    group = f"/aws/lambda/{name}"
+    # When it is invoked, while the bystander keeps invoking
+    started = time.monotonic()
+    flood, box = _in_thread(lam.invoke, FunctionName=name, Payload=b"{}", LogType="Tail")
+    time.sleep(1.0)
+    during = statistics.median(bystander.invoke() for _ in range(15))
+    flood.join(timeout + 30)
+    took = time.monotonic() - started
+    # Then the invoke answers (timed out), having written at most about burst + rate x time, under the group's cap
+    assert not flood.is_alive() and "error" not in box, box
+    assert json.loads(box["out"]["Payload"].read())["errorType"] == "Sandbox.Timedout"
+    stored = sum(p.stat().st_size for p in (hostile_server.data_dir / "logs").rglob("*.jsonl")
+                 if name in str(p))
+    by_rate = (BURST_MB + RATE_MB * took) * MB * 1.2  # + the JSON around each line
+    assert stored <= min(by_rate, GROUP_CAP_MB * MB + 64 * 1024), f"{stored} bytes stored in {took:.1f} s"
+    described = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    assert described["storedBytes"] <= GROUP_CAP_MB * MB + 64 * 1024
+    # And platform lines say what was dropped and why: over the rate, then at the cap
+    messages = _messages(logs, group)
+    dropped = [m for m in messages if "Logs dropped:" in m]
+    assert any("MB/s" in m for m in dropped), dropped[:3]
+    assert any("size cap" in m for m in dropped), dropped[-3:]
+    assert "Task timed out" in base64.b64decode(box["out"]["LogResult"]).decode()  # past the cap: in the tail only
+    # And the bystander kept its latency during the flood, and after it
+    limit = max(2 * bystander.baseline, bystander.baseline + NOISE_FLOOR)
+    assert during <= limit, f"bystander p50 during the flood {during * 1000:.2f} ms > {limit * 1000:.2f} ms"
+    bystander.check()
+
+
+def _snapshot(data_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Every file and folder of the data dir outside logs/: inode, and size and mtime but for the live database
+    and the logs folder itself."""
+    out: dict[str, tuple[int, ...]] = {}
+    for root, dirs, files in os.walk(data_dir):
+        rel = Path(root).relative_to(data_dir)
+        if rel.parts[:1] == ("logs",):
+            dirs[:] = []
+            continue
+        for entry in dirs + files:
+            path = Path(root) / entry
+            st = path.lstat()
+            live = entry.startswith("kindling.db") or (rel == Path(".") and entry == "logs")  # these change
+            out[str(rel / entry)] = (st.st_ino,) if live else (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+LONG_GROUP = "/x" * 256  # 512 characters, valid for CloudWatch; 1,024 once percent-encoded
+LONG_STREAM = "\U0001d11e" * 512  # 512 four-byte characters: 6,144 once percent-encoded
+
+
+def test_log_names_cannot_leave_the_logs_folder(hostile_server, bystander):
+    # Given the data dir as it is, and the bystander's log group
+    logs = hostile_server.client("logs")
+    before = _snapshot(hostile_server.data_dir)
+    own_group = f"/aws/lambda/{bystander.name}"
+    # When every Logs operation is called with names that are paths, or long once encoded
+    statuses: list[int] = []
+    for group in ("..", ".", "../x", "./..", LONG_GROUP):
+        for op, args in (
+            ("create_log_group", {"logGroupName": group}),
+            ("put_retention_policy", {"logGroupName": group, "retentionInDays": 1}),
+            ("describe_log_streams", {"logGroupName": group}),
+            ("describe_log_streams", {"logGroupName": group, "logStreamNamePrefix": ".."}),
+            ("get_log_events", {"logGroupName": group, "logStreamName": ".."}),
+            ("get_log_events", {"logGroupName": group, "logStreamName": LONG_STREAM}),
+            ("filter_log_events", {"logGroupName": group, "logStreamNames": ["..", LONG_STREAM]}),
+            ("delete_log_stream", {"logGroupName": group, "logStreamName": ".."}),
+            ("delete_log_stream", {"logGroupName": group, "logStreamName": LONG_STREAM}),
+            ("delete_retention_policy", {"logGroupName": group}),
+            ("describe_log_groups", {"logGroupNamePrefix": group}),
+            ("delete_log_group", {"logGroupName": group}),
+        ):
+            try:
+                response = getattr(logs, op)(**args)
+                statuses.append(response["ResponseMetadata"]["HTTPStatusCode"])
+            except logs.exceptions.ClientError as exc:
+                statuses.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+    # Then nothing answered a 5xx, nothing outside logs/ changed, and the other groups are all still there
+    assert max(statuses) < 500, statuses
+    assert _snapshot(hostile_server.data_dir) == before
+    assert logs.describe_log_groups(logGroupNamePrefix=own_group)["logGroups"], "the bystander's group went"
+    # And a group with a long name works like any other
+    logs.create_log_group(logGroupName=LONG_GROUP)
+    logs.put_retention_policy(logGroupName=LONG_GROUP, retentionInDays=7)
+    found = logs.describe_log_groups(logGroupNamePrefix=LONG_GROUP)["logGroups"]
+    assert [(g["logGroupName"], g["retentionInDays"]) for g in found] == [(LONG_GROUP, 7)]
+    logs.delete_log_group(logGroupName=LONG_GROUP)
+    bystander.check()
+
+
+def test_a_function_logs_into_a_long_named_group(hostile_server, bystander):
+    # Given a function whose LoggingConfig names a 512-character log group
+    lam, logs = hostile_server.client(), hostile_server.client("logs")
+    name = _function(lam, SLEEPY, LoggingConfig={"LogFormat": "Text", "LogGroup": LONG_GROUP[:-1] + "y"})
+    # When it runs
+    out = lam.invoke(FunctionName=name, Payload=b"{}")
+    # Then it answers, and its lines are in that group
+    assert json.loads(out["Payload"].read()) == {"ok": True}
+    streams = logs.describe_log_streams(logGroupName=LONG_GROUP[:-1] + "y")["logStreams"]
+    assert len(streams) == 1
+    events = logs.get_log_events(logGroupName=LONG_GROUP[:-1] + "y", logStreamName=streams[0]["logStreamName"])
+    assert any(e["message"].startswith("line of") for e in events["events"])
+    bystander.check()
+
+
+def _wait_for(predicate: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_logs_recreate_their_group_after_delete_log_group(hostile_server, bystander):
+    # Given a function with a warm environment, whose log group is then deleted
+    lam, logs = hostile_server.client(), hostile_server.client("logs")
+    name = _function(lam, SLEEPY, Timeout=2)
+    group = f"/aws/lambda/{name}"
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    stream = logs.describe_log_streams(logGroupName=group)["logStreams"][0]["logStreamName"]
+    logs.delete_log_group(logGroupName=group)
+    # When it is invoked again, first normally, then into its timeout
+    t, box = _in_thread(lam.invoke, FunctionName=name, Payload=b"{}")
+    t.join(20)
+    assert not t.is_alive() and "error" not in box, box
+    assert json.loads(box["out"]["Payload"].read()) == {"ok": True}
+    t, box = _in_thread(lam.invoke, FunctionName=name, Payload=json.dumps({"sleep": 5}).encode())
+    t.join(20)
+    # Then every invoke answers, and their lines land in the recreated group and stream, as on AWS
+    assert not t.is_alive() and "error" not in box, box
+    assert json.loads(box["out"]["Payload"].read())["errorType"] == "Sandbox.Timedout"
+    assert [s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]] == [stream]
+    messages = _messages(logs, group)
+    assert sum(m.startswith("START RequestId:") for m in messages) == 2, messages
+    assert any("Task timed out after 2.00 seconds" in m for m in messages), messages
+    bystander.check()
+
+
+def test_async_invoke_runs_after_delete_log_group(hostile_server, bystander):
+    # Given a function with a warm environment, whose log group is then deleted
+    lam, logs = hostile_server.client(), hostile_server.client("logs")
+    name = _function(lam, SLEEPY)
+    group = f"/aws/lambda/{name}"
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    logs.delete_log_group(logGroupName=group)
+    # When it is invoked asynchronously
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    request_id = accepted["ResponseMetadata"]["RequestId"]
+    assert accepted["StatusCode"] == 202
+
+    # Then the event runs, and its lines appear in the recreated group
+    def ran() -> bool:
+        try:
+            return any(m == f"line of {request_id}" for m in _messages(logs, group))
+        except logs.exceptions.ResourceNotFoundException:
+            return False
+    assert _wait_for(ran, 15), "the async event did not run"
+    bystander.check()
