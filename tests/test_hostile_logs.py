@@ -7,9 +7,11 @@ meets both the rate limit and the cap; the rate and burst are the defaults.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -20,6 +22,10 @@ from typing import Any
 
 import pytest
 
+from kindling.core import Kindling
+from kindling.queue import dispatcher
+from kindling.queue.metrics import DISPATCHER_FAULTS
+from kindling.settings import Settings
 from tests.adversarial import NOISE_FLOOR
 from tests.conftest import ROLE, Server, make_zip, unique
 
@@ -239,3 +245,63 @@ def test_async_invoke_runs_after_delete_log_group(hostile_server, bystander):
             return False
     assert _wait_for(ran, 15), "the async event did not run"
     bystander.check()
+
+
+def test_a_fault_of_the_dispatcher_is_counted_backed_off_and_bounded(tmp_path: Path) -> None:
+    # Given a function whose extracted code was taken from the data dir (a local fault: no function error),
+    # on a Kindling in this process (to read its counter)
+    settings = Settings(data_dir=str(tmp_path / "data"), sandbox="process", async_delay_scale=0.01,
+                        access_key_id="AKIAKINDLINGTEST0000", secret_access_key="x" * 40)
+
+    async def scenario() -> tuple[float, dict]:
+        k = Kindling(settings)
+        await k.start()
+        try:
+            code = {"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return e\n"})}
+            made = k.functions.create({"FunctionName": "faulty", "Runtime": "python3.12", "Role": ROLE,
+                                       "Handler": "app.handler", "Code": code})
+            k.events.configs.put({"FunctionName": "faulty", "MaximumRetryAttempts": 1, "DestinationConfig": {
+                "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:failures"}}})
+            for tree in k.functions.code.root.iterdir():
+                if tree.is_dir():
+                    shutil.rmtree(tree)
+            # When it is invoked asynchronously
+            out = await k.invoker.invoke({"FunctionName": "faulty", "InvocationType": "Event", "Payload": b"{}"},
+                                         "request-faulty")
+            assert out["StatusCode"] == 202 and made
+            deadline = time.monotonic() + 30
+            while k.events.dispatcher.done < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return DISPATCHER_FAULTS.labels("faulty")._value.get(), k.events.metrics.snapshot()
+        finally:
+            await k.stop()
+
+    faults, snapshot = asyncio.run(scenario())
+    # Then each fault was counted, the event was retried a bounded number of times (local retries, then its
+    # MaximumRetryAttempts as for a function error), and it then went to its failure destination
+    assert faults == 2 * (dispatcher.LOCAL_FAULT_RETRIES + 1)
+    m = snapshot["faulty"]
+    assert m["AsyncEventsDropped"] == 1 and m["DestinationDeliveryFailures"] == 1
+
+
+def test_logs_of_an_older_data_dir_are_still_read(tmp_path: Path) -> None:
+    # Given logs as older Kindlings stored them: names percent-encoded, one of them 230 bytes once encoded
+    from urllib.parse import quote
+
+    from kindling.observability.logs import LogStore
+
+    group, short, longer = "/aws/lambda/old", "2026/01/01/[$LATEST]abc", "s" * 230
+    folder = tmp_path / quote(group, safe="")
+    folder.mkdir(parents=True)
+    (folder / ".group.json").write_text(json.dumps({"creationTime": 1, "retentionInDays": 7}))
+    for stream in (short, longer):
+        line = {"timestamp": int(time.time() * 1000), "n": 0, "requestId": None, "message": f"in {stream[:5]}"}
+        (folder / (quote(stream, safe="") + ".jsonl")).write_text(json.dumps(line) + "\n")
+    # When a store opens them
+    store = LogStore(tmp_path)
+    # Then every group, stream and event reads as before (the long name moved to its hashed file)
+    assert store.group_names() == [group] and store.retention_days(group) == 7
+    assert sorted(store.streams(group)) == sorted([short, longer])
+    assert [e.message for e in store.stream_events(group, longer)] == ["in sssss"]
+    assert (folder / (quote(short, safe="") + ".jsonl")).exists()
+    store.stop()
