@@ -38,6 +38,7 @@ FLUSH_DELAY = 0.25
 RETENTION_INTERVAL = 600.0  # seconds between two retention passes
 NOTICE_INTERVAL = 1.0  # seconds: at most one "Logs dropped" line a second per stream
 WRITE_BUFFER = 65536  # bytes a stream buffers before it writes
+LINE_COST = 100  # bytes each line of output counts for, besides its own, against the log rate
 _META = log_names.META
 _SUFFIX = log_names.SUFFIX
 
@@ -120,12 +121,18 @@ class LogStream:
         self._rid: str | None = None
         self._rid_json = "null"
 
-    def admit(self, chunk: bytes) -> bool:
-        """Whether the environment's next ``chunk`` of output is within its log rate; counts it as dropped if not."""
-        if self.bucket.take(len(chunk)):
-            return True
-        self.dropped.add(len(chunk), chunk.count(b"\n"), rate_reason(self.limits))
-        return False
+    def admit(self, chunk: bytes) -> int:
+        """The cost of the environment's next ``chunk`` of output if it is within its log rate, else 0 (dropped).
+
+        A chunk costs its bytes plus LINE_COST per line (about what each line adds as it is stored, and what
+        bounds the work of many tiny lines).
+        """
+        lines = chunk.count(b"\n")
+        cost = len(chunk) + LINE_COST * lines
+        if self.bucket.take(cost):
+            return cost
+        self.dropped.add(len(chunk), lines, rate_reason(self.limits))
+        return 0
 
     def write(self, message: str, request_id: str | None, timestamp: float | None = None) -> None:
         try:

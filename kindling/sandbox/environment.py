@@ -28,7 +28,10 @@ from kindling.sandbox import Backend, Sandbox
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
 SHUTDOWN_GRACE = 0.5
 TAIL_BYTES = 4096
-READ_BATCH = 16  # 64 KB reads of an environment's output per event-loop turn: a flood cannot hold the loop
+READ_CHUNK = 4096  # bytes of an environment's output read at once (at most 2,048 lines of work per turn)
+TURN_BUDGET = 262144  # log-rate cost of the output taken per event-loop turn (at least one read): a flood
+#                       cannot hold the loop; the rest is read on the next turn
+DRAIN_BUDGET = 16 << 20  # ... and when an invoke ends (the runtime flushed: all it wrote is in the pipe)
 OUTPUT_PAUSE = 0.1  # seconds an environment's output rests when it is over its log rate (its writes wait)
 
 
@@ -316,19 +319,20 @@ class ExecutionEnvironment:
         self.shutdown()
 
     # -- logs ---------------------------------------------------------------------------------------
-    def _read_output(self) -> None:
+    def _read_output(self, budget: int = TURN_BUDGET) -> None:
         assert self.process is not None
         fd = self.process.output_fd
         try:
-            for _ in range(READ_BATCH):  # the rest on the loop's next turn
-                if not (chunk := os.read(fd, 65536)):
+            while budget > 0:
+                if not (chunk := os.read(fd, READ_CHUNK)):
                     asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
                     return
-                if not self.log.admit(chunk):  # over the log rate: dropped (and said so), and the pipe rests
+                if not (cost := self.log.admit(chunk)):  # over the log rate: dropped (and said so), the pipe rests
                     self._partial = b""
                     self._rest_output(fd)
                     return
                 self._lines(chunk)
+                budget -= cost
         except BlockingIOError:
             pass
 
@@ -344,7 +348,7 @@ class ExecutionEnvironment:
     def _drain(self) -> None:
         """Take what the runtime already wrote: it flushes before it posts a result."""
         if self.process is not None and not self.dead:
-            self._read_output()
+            self._read_output(DRAIN_BUDGET)
 
     def _lines(self, chunk: bytes) -> None:
         data = self._partial + chunk
