@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,9 +26,10 @@ import weakref
 from collections.abc import Iterable
 from json.encoder import encode_basestring  # the C encoder, as json.dumps(s, ensure_ascii=False) but ~5x cheaper
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO
 
 from kindling.observability import log_names
+from kindling.observability.log_files import Event, count_lines, first_last, next_n, read_stream
 from kindling.observability.log_limits import Bucket, Dropped, LogLimits, cap_reason, rate_reason
 
 log = logging.getLogger("kindling.logs")
@@ -49,23 +49,6 @@ def stream_name(version: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class Event(NamedTuple):
-    timestamp: int
-    stream: str
-    n: int
-    message: str
-    request_id: str | None
-
-    @property
-    def event_id(self) -> str:
-        """Stable and unique within a group: the stream's digest, then the event's number in it."""
-        return f"{_stream_key(self.stream)}{self.n:012d}"
-
-
-def _stream_key(stream: str) -> str:
-    return str(int(hashlib.sha1(stream.encode()).hexdigest()[:12], 16)).zfill(15)
 
 
 @dataclasses.dataclass
@@ -107,7 +90,7 @@ class LogStream:
         self.group = group
         self.name = name
         self.path = store._stream_path(group, name)
-        self.n = _next_n(self.path)
+        self.n = next_n(self.path)
         self.file: IO[str] | None = None
         self.limits = store.limits
         self.bucket = Bucket(self.limits.rate, self.limits.burst)
@@ -212,54 +195,6 @@ class LogStream:
             with contextlib.suppress(Exception):
                 self.file.close()
             self.file = None
-
-
-def _next_n(path: Path) -> int:
-    """The number the next event of an existing stream file gets: one past its last."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-            lines = f.read().split(b"\n")[:-1]
-    except OSError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["n"]) + 1
-        except (ValueError, KeyError, TypeError):
-            continue
-    return _count_lines(path)
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
-def read_stream(path: Path, stream: str, since_ms: int = 0, request_id: str | None = None) -> list[Event]:
-    """A stream file's complete events at or after ``since_ms``, in file order (only those of ``request_id``)."""
-    out: list[Event] = []
-    needle = f'"requestId": {json.dumps(request_id)}' if request_id is not None else None
-    try:
-        f = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return out
-    with f:
-        for index, line in enumerate(f):
-            if not line.endswith("\n") or (needle is not None and needle not in line):
-                continue  # a line being written right now, or another request's
-            try:
-                doc = json.loads(line)
-                ts = int(doc["timestamp"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if ts >= since_ms:
-                rid = doc.get("requestId")
-                if request_id is None or rid == request_id:
-                    out.append(Event(ts, stream, int(doc.get("n", index)), str(doc.get("message", "")), rid))
-    return out
 
 
 class LogStore:
@@ -413,7 +348,7 @@ class LogStore:
             st = path.stat()
         except OSError:
             return None
-        first, last = _first_last(path)
+        first, last = first_last(path)
         return StreamInfo(stream, first if first is not None else int(st.st_mtime * 1000), first, last, st.st_size)
 
     def stream_events(self, group: str, stream: str) -> list[Event]:
@@ -454,14 +389,14 @@ class LogStore:
         return removed
 
     def _trim(self, path: Path, cutoff: int) -> int:
-        first, last = _first_last(path)
+        first, last = first_last(path)
         if first is None or first >= cutoff:
             return 0
         stream = log_names.stream_name(path)
         if (open_stream := self._open.get(path)) is not None:
             open_stream.close()  # it opens the trimmed file again on its next write
         if last is not None and last < cutoff:
-            removed = _count_lines(path)
+            removed = count_lines(path)
             self._unlink_stream(path)
             return removed
         tmp = path.with_name(path.name + ".trim")
@@ -498,25 +433,3 @@ class LogStore:
         for s in list(self._open.values()):
             s.close()
         self._open.clear()
-
-
-def _first_last(path: Path) -> tuple[int | None, int | None]:
-    """Timestamps of a stream file's first and last complete lines."""
-    try:
-        with open(path, "rb") as f:
-            first_line = f.readline()
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 65536))
-            tail = f.read().split(b"\n")
-    except OSError:
-        return None, None
-    first = _stamp(first_line) if first_line.endswith(b"\n") else None
-    last = next((t for t in (_stamp(x) for x in reversed(tail[:-1])) if t is not None), None)
-    return first, last
-
-
-def _stamp(line: bytes) -> int | None:
-    try:
-        return int(json.loads(line)["timestamp"])
-    except (ValueError, KeyError, TypeError):
-        return None
