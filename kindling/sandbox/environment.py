@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import math
@@ -348,7 +349,8 @@ class ExecutionEnvironment:
     def _drain(self) -> None:
         """Take what the runtime already wrote: it flushes before it posts a result."""
         if self.process is not None and not self.dead:
-            self._read_output(DRAIN_BUDGET)
+            with contextlib.suppress(OSError):  # whatever happens to its output, the invoke answers
+                self._read_output(DRAIN_BUDGET)
 
     def _lines(self, chunk: bytes) -> None:
         data = self._partial + chunk
