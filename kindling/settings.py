@@ -66,8 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_rate_mb", 1.0, float,
             "Log output each execution environment may write, in MB per second (stdout and stderr); what is over it "
             "is dropped, with a platform line saying so. 0: no limit."),
-    Setting("log_burst_mb", 5.0, float, "Log output an execution environment may write at once, in MB, before "
-            "--log-rate-mb applies."),
+    Setting("log_burst_mb", 5.0, float, "Log output an execution environment may write at once, in MB (at least "
+            "0.5), before --log-rate-mb applies."),
     Setting("log_group_max_mb", 1024.0, float,
             "Size a log group may reach, in MB; lines past it are dropped, with a platform line saying so, until "
             "retention or deletes make room. 0: no cap."),

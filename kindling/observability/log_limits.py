@@ -26,7 +26,11 @@ class LogLimits:
 
     @classmethod
     def from_mb(cls, rate_mb: float, burst_mb: float, group_max_mb: float) -> LogLimits:
-        return cls(rate_mb * MB, max(burst_mb * MB, 65536.0), int(group_max_mb * MB))
+        """From the settings (MB); a rate or cap of 0 (or less) means none.
+
+        The burst is at least 0.5 MB: what one read of output can cost at worst (4 KB of empty lines).
+        """
+        return cls(max(0.0, rate_mb * MB), max(burst_mb * MB, 0.5 * MB), max(0, int(group_max_mb * MB)))
 
 
 class Bucket:
