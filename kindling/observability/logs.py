@@ -157,14 +157,12 @@ class LogStream:
 
     def _open(self) -> None:
         """Open the stream's file to append, recreating its group and itself if they were deleted."""
-        try:
-            self.file = open(self.path, "a", encoding="utf-8", buffering=WRITE_BUFFER)
-        except FileNotFoundError:
-            self.store.create_group(self.group)
+        if not self.path.exists():  # new, or deleted meanwhile (DeleteLogStream, DeleteLogGroup)
+            if self.store.create_group(self.group):
+                log.info("log group %s was deleted under a running environment: recreated for its stream %s, as "
+                         "CloudWatch Logs does", self.group, self.name)
             log_names.keep_stream_name(self.path.parent, self.name)
-            self.file = open(self.path, "a", encoding="utf-8", buffering=WRITE_BUFFER)
-            log.info("log group %s or its stream %s was deleted: recreated, as CloudWatch Logs does", self.group,
-                     self.name)
+        self.file = open(self.path, "a", encoding="utf-8", buffering=WRITE_BUFFER)
         self.store._open[self.path] = self
         self.usage = self.store._usage_of(self.group)
 
