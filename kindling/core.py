@@ -10,6 +10,7 @@ from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
 from kindling.observability import metrics, tracing
+from kindling.observability.log_limits import LogLimits
 from kindling.observability.logs import LogStore
 from kindling.observability.logs_service import LogsService
 from kindling.queue.service import EventQueue
@@ -32,7 +33,8 @@ class Kindling:
         data.mkdir(parents=True, exist_ok=True)
         self.engine = open_engine(data)
         self.code = CodeStore(data / "code")
-        self.logs = LogStore(data / "logs", settings.log_retention_days)
+        self.logs = LogStore(data / "logs", settings.log_retention_days,
+                             LogLimits.from_mb(settings.log_rate_mb, settings.log_burst_mb, settings.log_group_max_mb))
         self.logs_service = LogsService(self.logs, settings.region, settings.account_id)  # the CloudWatch Logs API
         self.url_secret = presign.load_secret(data)
         # the key pair API requests must be signed with; created_credentials: made just now, show it once

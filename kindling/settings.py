@@ -63,6 +63,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqs_secret_access_key", "test", str, "Secret access key for the SQS-compatible endpoint."),
     Setting("log_retention_days", 30, int,
             "Days function logs are kept in log groups without a retention policy (PutRetentionPolicy); 0: forever."),
+    Setting("log_rate_mb", 1.0, float,
+            "Log output each execution environment may write, in MB per second (stdout and stderr); what is over it "
+            "is dropped, with a platform line saying so. 0: no limit."),
+    Setting("log_burst_mb", 5.0, float, "Log output an execution environment may write at once, in MB (at least "
+            "0.5), before --log-rate-mb applies."),
+    Setting("log_group_max_mb", 1024.0, float,
+            "Size a log group may reach, in MB; lines past it are dropped, with a platform line saying so, until "
+            "retention or deletes make room. 0: no cap."),
     Setting("otlp_endpoint", "", str,
             "OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) Kindling sends OpenTelemetry spans to; empty: no "
             "traces. Needs the 'otlp' extra."),
@@ -97,6 +105,9 @@ class Settings:
     sqs_access_key_id: str = "test"
     sqs_secret_access_key: str = dataclasses.field(default="test", repr=False)
     log_retention_days: int = 30
+    log_rate_mb: float = 1.0
+    log_burst_mb: float = 5.0
+    log_group_max_mb: float = 1024.0
     otlp_endpoint: str = ""
     log_level: str = "info"
     access_key_id: str = ""

@@ -11,6 +11,9 @@ that function's runs to end instead of being throttled. Each attempt's outcome d
 - older than MaximumEventAgeInSeconds when due → OnFailure / dead-letter queue with EventAgeExceeded;
 - recursive loop stopped, or reserved concurrency 0 → OnFailure / dead-letter queue at once;
 - function gone → dropped.
+- a fault of Kindling itself (an unexpected exception) → counted (kindling_async_dispatcher_faults), logged with
+  what happens next, retried with backoff up to LOCAL_FAULT_RETRIES times in a row, then handled as a function
+  error (retries per MaximumRetryAttempts, then OnFailure / dead-letter queue): never an endless silent loop.
 
 Every change of an event is written through the group-commit writer; a crash at any point leaves the event
 queued (or re-queued), so it runs again: at least once, never lost.
@@ -32,7 +35,7 @@ from kindling import errors
 from kindling.queue import retry
 from kindling.queue.destinations import Destinations, next_trace, record
 from kindling.queue.envelope import Event
-from kindling.queue.metrics import AsyncMetrics
+from kindling.queue.metrics import DISPATCHER_FAULTS, AsyncMetrics
 from kindling.queue.store import EventStore
 from kindling.queue.writer import GroupCommitWriter
 from kindling.scheduler.limits import Counter
@@ -50,6 +53,7 @@ KEEP_EVENTS = 50000  # past this many queued events, new ones keep only their id
 # queue" when the queue is long; the 202s stay fast and every event is on disk, waiting its turn.
 OVERLOAD_BACKLOG = 200
 OVERLOAD_LAUNCHES = 100.0
+LOCAL_FAULT_RETRIES = 3  # unexpected failures in a row an event is retried after (1 s, 2 s, 4 s) before they count
 
 
 class Dispatcher:
@@ -76,6 +80,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
+        self._faults: dict[str, int] = {}  # event id → unexpected failures in a row
 
     # -- intake -------------------------------------------------------------------------------------
     def submit(self, ev: Event, accepted: bool = False) -> None:
@@ -111,7 +116,8 @@ class Dispatcher:
                 await self._step()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never stop dispatching: log, pause, go on
+            except Exception:  # never stop dispatching: count, log, pause, go on
+                DISPATCHER_FAULTS.labels("").inc()
                 log.exception("the async dispatcher failed; it goes on in 1 s")
                 await asyncio.sleep(1)
 
@@ -188,13 +194,13 @@ class Dispatcher:
                 if not self._unadmitted[ev.function_name]:
                     del self._unadmitted[ev.function_name]
         try:
-            await self._run_once(ev, admit)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("async event %s of %s: unexpected failure; it will be tried again", ev.id,
-                          ev.function_name)
-            self._again(ev, retry.delay(0, max(1, ev.throttles), self.scale), throttled=True)
+            try:
+                await self._run_once(ev, admit)
+                self._faults.pop(ev.id, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a fault of ours: counted, surfaced, bounded (_local_fault)
+                await self._local_fault(ev, exc)
         finally:
             admit()
             self.in_flight -= 1
@@ -246,6 +252,37 @@ class Dispatcher:
             return await self._fail(ev, "RetriesExhausted")
         self._again(ev, retry.delay(ev.errors, 0, self.scale))
 
+    async def _local_fault(self, ev: Event, exc: Exception) -> None:
+        """An unexpected failure while handling ``ev``: retried with backoff a few times, then a function error."""
+        DISPATCHER_FAULTS.labels(ev.function_name).inc()
+        faults = self._faults[ev.id] = self._faults.get(ev.id, 0) + 1
+        ev.last_result = {"statusCode": 500, "functionError": None,
+                          "payload": json.dumps({"errorType": "ServiceException",
+                                                 "errorMessage": f"{type(exc).__name__}: {exc}"})}
+        if faults <= LOCAL_FAULT_RETRIES:
+            delay = retry.delay(0, faults, self.scale)
+            log.error("async event %s of %s: unexpected failure %d of at most %d in a row; it will be tried again "
+                      "in %.2f s", ev.id, ev.function_name, faults, LOCAL_FAULT_RETRIES, delay, exc_info=exc)
+            return self._again(ev, delay)
+        del self._faults[ev.id]
+        ev.errors += 1
+        if ev.errors <= ev.policy.max_retries:
+            delay = retry.delay(ev.errors, 0, self.scale)
+            log.error("async event %s of %s: unexpected failure %d in a row; it counts as a function error (%d of "
+                      "%d retries) and will be tried again in %.2f s", ev.id, ev.function_name, faults, ev.errors,
+                      ev.policy.max_retries, delay, exc_info=exc)
+            return self._again(ev, delay)
+        log.error("async event %s of %s: unexpected failure %d in a row; its retries are exhausted and it goes to "
+                  "its failure destinations", ev.id, ev.function_name, faults, exc_info=exc)
+        try:
+            await self._fail(ev, "RetriesExhausted")
+        except Exception:  # noqa: BLE001 - keep the event: it is tried again later, never lost, never hot-looped
+            DISPATCHER_FAULTS.labels(ev.function_name).inc()
+            delay = retry.BACKOFF_MAX * self.scale
+            log.exception("async event %s of %s could not be handed to its failure destinations; it is kept and "
+                          "tried again in %.2f s", ev.id, ev.function_name, delay)
+            self._again(ev, delay)
+
     def _again(self, ev: Event, delay: float, throttled: bool = False) -> None:
         if throttled:
             ev.throttles += 1
@@ -254,6 +291,7 @@ class Dispatcher:
         self.submit(ev)
 
     def _finish(self, ev: Event) -> None:
+        self._faults.pop(ev.id, None)
         self.writer.delete(ev)
         self.done += 1
 

@@ -10,6 +10,16 @@ import dataclasses
 from collections import defaultdict
 from typing import Any
 
+from prometheus_client import Counter
+
+from kindling.observability.metrics import REGISTRY
+
+# Faults of Kindling itself while handling an event (not function errors or throttles): each is also logged with
+# what happens next. Label ``function`` is "" for a fault of the dispatcher's own loop.
+DISPATCHER_FAULTS = Counter("kindling_async_dispatcher_faults", "Unexpected failures of the async dispatcher "
+                            "while handling an event (Kindling's own faults, not function errors).", ["function"],
+                            registry=REGISTRY)
+
 
 @dataclasses.dataclass
 class FunctionAsyncMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,6 +29,11 @@ from kindling.sandbox import Backend, Sandbox
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
 SHUTDOWN_GRACE = 0.5
 TAIL_BYTES = 4096
+READ_CHUNK = 4096  # bytes of an environment's output read at once (at most 2,048 lines of work per turn)
+TURN_BUDGET = 262144  # log-rate cost of the output taken per event-loop turn (at least one read): a flood
+#                       cannot hold the loop; the rest is read on the next turn
+DRAIN_BUDGET = 16 << 20  # ... and when an invoke ends (the runtime flushed: all it wrote is in the pipe)
+OUTPUT_PAUSE = 0.1  # seconds an environment's output rests when it is over its log rate (its writes wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +77,8 @@ class ExecutionEnvironment:
         self.id = uuid.uuid4().hex
         self.base_env = base_env
         self.log_group = fn.config["LoggingConfig"]["LogGroup"]
-        self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version))
         self.log_format = LogFormat(fn.config.get("LoggingConfig"))  # Text or JSON, and the levels kept
+        self.log: LogStream = logs.open_stream(self.log_group, stream_name(fn.version), self.log_format.json)
         self.process: Sandbox | None = None
         self.server: runtime_api.RuntimeAPI | None = None
         self.dead = False
@@ -326,20 +332,37 @@ class ExecutionEnvironment:
             self.process.kill()
 
     # -- logs ---------------------------------------------------------------------------------------
-    def _read_output(self) -> None:
+    def _read_output(self, budget: int = TURN_BUDGET) -> None:
         assert self.process is not None
         fd = self.process.output_fd
         try:
-            while chunk := os.read(fd, 65536):
+            while budget > 0:
+                if not (chunk := os.read(fd, READ_CHUNK)):
+                    asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
+                    return
+                if not (cost := self.log.admit(chunk)):  # over the log rate: dropped (and said so), the pipe rests
+                    self._partial = b""
+                    self._rest_output(fd)
+                    return
                 self._lines(chunk)
-            asyncio.get_running_loop().remove_reader(fd)  # end of file: every writer has gone
+                budget -= cost
         except BlockingIOError:
             pass
+
+    def _rest_output(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(fd)
+        loop.call_later(OUTPUT_PAUSE, self._resume_output, fd)
+
+    def _resume_output(self, fd: int) -> None:
+        if not self.dead and self.process is not None and self.process.output_fd == fd:
+            asyncio.get_running_loop().add_reader(fd, self._read_output)
 
     def _drain(self) -> None:
         """Take what the runtime already wrote: it flushes before it posts a result."""
         if self.process is not None and not self.dead:
-            self._read_output()
+            with contextlib.suppress(OSError):  # whatever happens to its output, the invoke answers
+                self._read_output(DRAIN_BUDGET)
 
     def _lines(self, chunk: bytes) -> None:
         data = self._partial + chunk
