@@ -246,7 +246,7 @@ def _json_matcher(body: str) -> Matcher:
             return False
         try:
             doc = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line nested too deeply is no JSON this pattern can match
             return False
         return isinstance(doc, dict) and test(doc)
     return match
