@@ -97,6 +97,7 @@ class Outcome:
     status: int
     body: bytes
     seconds: float
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
 
 
 @dataclass
@@ -376,7 +377,8 @@ class Client:
                 data = resp.read()
                 if resp.getheader("connection", "").lower() == "close":
                     self.close()
-                return Outcome(resp.status, data, time.monotonic() - start)
+                return Outcome(resp.status, data, time.monotonic() - start,
+                               {k.lower(): v for k, v in resp.getheaders()})
             except TimeoutError:
                 self.close()
                 raise
