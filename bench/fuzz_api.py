@@ -422,7 +422,11 @@ class Report:
         where = collections.Counter(f.where() or f.what.split(" ", 1)[0] for f in self.failures)
         lines = [f"{self.requests} requests; status codes {codes}; slowest {self.slowest:.2f} s; "
                  f"{len(self.failures)} failures {dict(where)}"]
-        lines += map(str, self.failures[:limit])
+        shown: collections.Counter[str] = collections.Counter()
+        for f in self.failures:  # a few of each kind first, so a rare one is not hidden behind a common one
+            shown[f.where()] += 1
+            if shown[f.where()] <= 3 and len(lines) <= limit:
+                lines.append(str(f))
         return "\n".join(lines)
 
 
@@ -509,8 +513,8 @@ def check_state(lam: Any, logs: Any, tracker: Tracker, keep: str) -> None:
     assert json.loads(out["Payload"].read()) == {"hello": "after"}, out
     pages = logs.get_paginator("describe_log_groups").paginate()
     groups = {g["logGroupName"] for page in pages for g in page["logGroups"]}
-    groups = {g for g in groups if not g.startswith(FUNCTION_GROUPS)}  # those are also made by invokes
-    assert groups == tracker.groups, f"groups {sorted(groups)} != created {sorted(tracker.groups)}"
+    # (a group deleted may be made again by an invoke of a function configured to log there, as on AWS)
+    assert tracker.groups <= groups, f"groups {sorted(groups)} lack some created {sorted(tracker.groups)}"
 
 
 def main() -> None:

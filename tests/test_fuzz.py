@@ -27,10 +27,11 @@ SEED = 8
 REQUESTS = 5000
 SECONDS = 60  # the bound; a run on a quiet machine takes ~10 s
 TIMEOUT = 30  # per request: a request unanswered by then is a hang
-# Failures whose innermost Kindling frame is here are issue 8's "path traversal in CloudWatch Logs names"
-# (log group and stream names mapped onto files: ENAMETOOLONG, ".."), fixed on its own branch (issue8-logs).
-# Empty this once that branch is merged: the fuzzer then holds it to the same oracle.
-FIXED_ELSEWHERE: tuple[str, ...] = ("kindling/observability/logs.py",)
+# Failures whose innermost Kindling frame is in one of these files belong to other items of issue 8, fixed on
+# their own branches: log group and stream names mapped onto files (ENAMETOOLONG, ".."; issue8-logs) and the
+# 200,000-deep Invoke payload (issue8-apiserver). Empty this once they are merged: the fuzzer then holds them
+# to the same oracle.
+FIXED_ELSEWHERE: tuple[str, ...] = ("kindling/observability/logs.py", "kindling/invoke/payload.py")
 
 
 def test_fuzzed_requests_get_no_5xx_no_traceback_no_hang_and_leave_state_consistent(hostile_server, bystander):
@@ -143,6 +144,7 @@ def test_wrong_types_and_deep_nesting_answer_aws_errors_not_500(hostile_server, 
 
     # When each area gets a member of the wrong type, or a body nested 200,000 deep
     answers = {case: client.send(make(name)) for case, (make, _) in WRONG_TYPES.items()}
+    client.close()
 
     # Then each answers AWS's 400 error for it, and the function is as it was
     got = {case: (out.status, json.loads(out.body).get("__type") or out.headers.get("x-amzn-errortype"))
