@@ -175,7 +175,7 @@ class LogsService:
         token = p.get("nextToken")
         if token:
             direction, _, raw = token.partition("/")
-            if direction not in ("f", "b") or not (raw.isascii() and raw.isdigit() and len(raw) < 20):
+            if direction not in ("f", "b") or not (raw.isascii() and raw.isdigit() and len(raw) <= 64):
                 raise errors.InvalidParameterException("The specified nextToken is invalid.")
             at = min(int(raw), len(events))
             lo, hi = (at, min(len(events), at + limit)) if direction == "f" else (max(0, at - limit), at)
