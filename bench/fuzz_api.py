@@ -70,6 +70,9 @@ WRONG: list[Any] = [[], {}, "x", "", 0, -1, 1, 2**31, -(2**31) - 1, 2**63, 10**3
                     True, False, None, [["x"]], {"a": {"b": [1]}}, ["a", 1, None], {"k": None}, "\ud800"]
 BAD_LABELS = ["%00", "%FF", "%C0%AF", "%2F", "%25", "%252F", "..", "%2e%2e", "%2e", "a%20b", "%E2%80%AE",
               "%F0%9F%98%80", "a" * 300, "%ED%A0%80", "fz0q%3A1", "fz0q:$LATEST", "fz0q:%24LATEST", "~", "%7E"]
+FILTER_PATTERNS = ["", "ERROR", '{ $.a = "b" }', "?x ?y", "%a+%", '{ $.a = "\\u" }', '{ $.a = "\\ud800" }', "%(%",
+                   "{ " + "(" * 450 + "$.a = 1" + ")" * 450 + " }", '{ $.a = 1e999 }', '"\\', "[a, b]", "{ $.a IS }",
+                   "{ $.a[99999999999999999999] = 1 }", "{ $.a > \"x\" }", "-", "?", "%%"]
 BAD_INTS = ["abc", "1e3", "-0", "99999999999999999999", " 1", "1_000", "\u0661", "", "-2147483649", "2147483648",
             "0x10", "1.5", "NaN"]
 
@@ -174,7 +177,7 @@ class Generator:
                  "Qualifier": r.choice(("$LATEST", "1", "live", "2")), "Name": r.choice(("live", "beta")),
                  "FunctionVersion": r.choice(("$LATEST", "1", "ALL")), "logGroupName": r.choice(GROUPS),
                  "logGroupIdentifier": r.choice(GROUPS), "logStreamName": r.choice(("s1", "2024/01/01/[$LATEST]x")),
-                 "filterPattern": r.choice(("", "ERROR", '{ $.a = "b" }', "?x ?y", "%a+%")),
+                 "filterPattern": r.choice(FILTER_PATTERNS),
                  "Description": "fuzz", "DestinationArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:q",
                  "logGroupNamePrefix": "/fz/", "Marker": r.choice(("", "x", self.token())),
                  "nextToken": self.token()}
