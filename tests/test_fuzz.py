@@ -126,6 +126,9 @@ WRONG_TYPES = {
     "logs-deep-pattern": (lambda f: _logs("FilterLogEvents", {"logGroupName": f"/aws/lambda/{f}",
                                                               "filterPattern": "{ " + "(" * 450 + "$.a = 1" + ")" * 450
                                                               + " }"}), "InvalidParameterException"),
+    "logs-pattern-escape": (lambda f: _logs("FilterLogEvents", {"logGroupName": f"/aws/lambda/{f}",
+                                                                "filterPattern": '{ $.a = "\\u" }'}),
+                            "InvalidParameterException"),
     "logs-deep-body": (lambda f: _logs("DescribeLogGroups", body=b'{"limit": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
                        "SerializationException"),
 }
