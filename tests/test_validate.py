@@ -550,3 +550,14 @@ def test_logs_deep_or_odd_bodies_are_serialization_exceptions() -> None:
         with pytest.raises(errors.LogsSerializationException):
             logs_api._params("DescribeLogGroups", body)
     assert logs_api._params("DescribeLogGroups", b'{"limit": 5, "logGroupNamePrefix": null, "x": 1}') == {"limit": 5}
+
+
+def test_patterns_are_not_run_over_huge_strings() -> None:
+    # A regex over a multi-megabyte member would hold the event loop for seconds; such a member breaks its
+    # length constraint anyway and is reported as not matching its pattern either.
+    huge = "1" * 4_000_000 + ":"
+    started = time.perf_counter()
+    found = check(shape("GetFunctionConfiguration"), {"FunctionName": huge})
+    assert time.perf_counter() - started < 0.2
+    assert [f.split("constraint: ", 1)[1][:46] for f in found] == ["Member must have length less than or equal to ",
+                                                                   "Member must satisfy regular expression pattern"]
