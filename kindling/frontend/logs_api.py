@@ -132,8 +132,10 @@ async def internal(k: Kindling, function: str, query: dict[str, list[str]]) -> R
         events: list[Event] = await asyncio.to_thread(k.logs_service.request_log, groups, request_id)
     else:
         raw = query.get("since", ["0"])[0] or "0"
-        if not (raw.isascii() and raw.isdigit() and len(raw) < 20):
-            raise errors.InvalidParameterValueException(f"since must be a time in milliseconds, not {raw[:64]!r}")
+        digits = raw.removeprefix("-")  # `kindling logs --since` takes any int
+        if not (digits.isascii() and digits.isdigit() and len(digits) < 20):
+            raise errors.InvalidParameterValueException(
+                f"since must be milliseconds since the epoch, got '{raw[:64]}'.")
         since = int(raw)
         events = await asyncio.to_thread(
             lambda: sorted((e for g in groups for e in k.logs.events(g, since)),

@@ -156,9 +156,9 @@ def _json(body: bytes) -> Any:
         raise errors.InvalidRequestContentException(
             f"Could not parse request body into json: Could not parse payload into json: {exc}") from None
     except RecursionError:
-        raise errors.InvalidRequestContentException(
-            "Could not parse request body into json: Could not parse payload into json: "
-            "the document is nested too deeply") from None
+        raise errors.InvalidRequestContentException(  # Jackson's words for it (Python gives up at about 1000 too)
+            "Could not parse request body into json: Could not parse payload into json: Document nesting depth "
+            "exceeds the maximum allowed (1000, from `StreamReadConstraints.getMaxNestingDepth()`)") from None
 
 
 def _to_json(shape: Shape, value: Any) -> Any:
