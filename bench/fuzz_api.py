@@ -291,7 +291,7 @@ class Generator:
             elif where < 0.9:
                 headers[r.choice(("X-Amz-Invocation-Type", "X-Amz-Log-Type", "X-Amz-Client-Context",
                                   "Content-Type"))] = r.choice(("Event", "DryRun", "Tail", "x", "", "e30=", "%%%",
-                                                                "bm90IGpzb24=", "W10=", "\u00e9"))
+                                                                "bm90IGpzb24=", "W10=", "\u00e9", "0a91"))
                 mutations.append("header")
             else:
                 raw_body = self.raw_body(body_doc)

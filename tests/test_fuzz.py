@@ -59,9 +59,10 @@ def test_fuzzed_requests_get_no_5xx_no_traceback_no_hang_and_leave_state_consist
     bystander.check()
 
 
-def _lambda(method: str, path: str, doc: Any = None, body: bytes | None = None) -> fuzz_api.Request:
+def _lambda(method: str, path: str, doc: Any = None, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> fuzz_api.Request:
     data = body if body is not None else b"" if doc is None else json.dumps(doc).encode()
-    return fuzz_api.Request("lambda", "", method, path, "", {}, data, "")
+    return fuzz_api.Request("lambda", "", method, path, "", headers or {}, data, "")
 
 
 def _logs(operation: str, doc: Any = None, body: bytes | None = None) -> fuzz_api.Request:
@@ -109,6 +110,11 @@ WRONG_TYPES = {
     "deep-member": (lambda f: _lambda("PUT", FN.format(f) + "/configuration",
                                       body=b'{"Description": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
                     "InvalidRequestContentException"),
+    # base64 of b"\xd1\xaf\x75": a character no Runtime API header can carry (the invoke waited for its timeout)
+    "client-context-not-latin1": (lambda f: _lambda("POST", FN.format(f) + "/invocations", {}, headers={
+        "X-Amz-Client-Context": "0a91"}), "InvalidRequestContentException"),
+    "client-context-list": (lambda f: _lambda("POST", FN.format(f) + "/invocations", {}, headers={
+        "X-Amz-Client-Context": "W10="}), "InvalidRequestContentException"),
     "logs-group-list": (lambda f: _logs("CreateLogGroup", {"logGroupName": ["a"]}), "SerializationException"),
     "logs-limit-string": (lambda f: _logs("DescribeLogGroups", {"limit": "5"}), "SerializationException"),
     "logs-start-huge": (lambda f: _logs("GetLogEvents", {"logGroupName": f"/aws/lambda/{f}", "logStreamName": "s",
