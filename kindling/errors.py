@@ -42,6 +42,8 @@ def _error(name: str, status: int, kind: str | None = "User", key: str = "messag
 ValidationException = _error("ValidationException", 400, kind=None)
 InvalidParameterValueException = _error("InvalidParameterValueException", 400)
 InvalidRequestContentException = _error("InvalidRequestContentException", 400)
+# A member whose JSON type is not its model's (AWS's deserializer answers before any validation).
+SerializationException = _error("SerializationException", 400, kind=None)
 RequestTooLargeException = _error("RequestTooLargeException", 413)
 RequestEntityTooLargeException = _error("RequestEntityTooLargeException", 413, kind=None)
 ResourceNotFoundException = _error("ResourceNotFoundException", 404, key="Message")

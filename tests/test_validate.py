@@ -453,3 +453,111 @@ def test_enum_values_in_java_hashset_order() -> None:
     model_order = [r for r in MODEL.shape_for("Runtime").enum if r in recorded]
     assert model_order != recorded
     assert _hash_order(model_order) == recorded
+
+
+# -- types: checked before any constraint, so no handler ever sees a member of the wrong type ------------------
+def _parse(operation: str, doc: Any = None, body: bytes | None = None, query: dict[str, list[str]] | None = None,
+           labels: dict[str, str] | None = None) -> dict[str, Any]:
+    from kindling.frontend import protocol
+
+    data = body if body is not None else json.dumps(doc).encode() if doc is not None else b""
+    return protocol.parse_request(MODEL.operation_model(operation), labels or {"FunctionName": "f"}, query or {}, {},
+                                  data)
+
+
+WRONG_TYPES = [
+    ("TagResource", {"Tags": ["a"]}, "Start of list found where not expected."),
+    ("TagResource", {"Tags": {"k": 1}}, "NUMBER_VALUE can not be converted to a String"),
+    ("TagResource", {"Tags": "k=v"}, "STRING_VALUE can not be converted to a Map"),
+    ("CreateAlias", {"Name": {"a": 1}, "FunctionVersion": "1"}, "Start of structure or map found where not expected."),
+    ("PutFunctionConcurrency", {"ReservedConcurrentExecutions": "5"}, "STRING_VALUE can not be converted to an Integer"),
+    ("PutFunctionConcurrency", {"ReservedConcurrentExecutions": 2**31}, "NUMBER_VALUE can not be converted to an Integer"),
+    ("PutProvisionedConcurrencyConfig", {"ProvisionedConcurrentExecutions": 1.5}, "DECIMAL_VALUE can not be converted to an Integer"),
+    ("PutFunctionEventInvokeConfig", {"DestinationConfig": {"OnFailure": "arn"}}, "STRING_VALUE can not be converted to a Structure"),
+    ("UpdateFunctionConfiguration", {"MemorySize": True}, "TRUE_VALUE can not be converted to an Integer"),
+    ("UpdateFunctionConfiguration", {"Environment": {"Variables": ["A=1"]}}, "Start of list found where not expected."),
+    ("UpdateFunctionConfiguration", {"Description": "\ud800"}, "Invalid UTF-8 in a string member"),
+    ("UpdateFunctionCode", {"ZipFile": 5}, "NUMBER_VALUE can not be converted to a ByteBuffer"),
+    ("UpdateFunctionCode", {"Publish": "true"}, "STRING_VALUE can not be converted to a Boolean"),
+    ("UpdateAlias", {"RoutingConfig": {"AdditionalVersionWeights": {"1": 10**400}}}, "NUMBER_VALUE can not be converted to a Double"),
+]
+
+
+@pytest.mark.parametrize(("operation", "doc", "expected"), WRONG_TYPES, ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_TYPES)])
+def test_wrong_json_types_are_serialization_exceptions(operation: str, doc: dict[str, Any], expected: str) -> None:
+    from kindling import errors
+
+    with pytest.raises(errors.SerializationException) as exc:
+        _parse(operation, doc)
+    assert (exc.value.status, exc.value.message) == (400, expected)
+
+
+def test_types_are_kept_nulls_and_unknown_members_dropped() -> None:
+    params = _parse("UpdateFunctionConfiguration", {"Description": None, "MemorySize": 256, "Extra": [1],
+                                                     "Environment": {"Variables": {"A": "1"}}, "Timeout": None})
+    assert params == {"FunctionName": "f", "MemorySize": 256, "Environment": {"Variables": {"A": "1"}}}
+    weights = _parse("UpdateAlias", {"RoutingConfig": {"AdditionalVersionWeights": {"1": 1}}}, labels={
+        "FunctionName": "f", "Name": "a"})["RoutingConfig"]["AdditionalVersionWeights"]
+    assert weights == {"1": 1.0} and isinstance(weights["1"], float)
+    assert _parse("UpdateFunctionCode", {"ZipFile": "UEs="})["ZipFile"] == b"PK"
+
+
+@pytest.mark.parametrize("body", [b"[" * 200_000 + b"]" * 200_000, b'{"Description": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                                  b'{"MemorySize": NaN}', b'{"MemorySize": Infinity}', b"\xff"])
+def test_unparseable_bodies_are_invalid_request_content(body: bytes) -> None:
+    from kindling import errors
+
+    with pytest.raises(errors.InvalidRequestContentException):
+        _parse("UpdateFunctionConfiguration", body=body)
+
+
+@pytest.mark.parametrize("raw", ["99999999999999999999", "2147483648", "\u0661", " 1", "1_0", "abc", ""])
+def test_query_integers_are_checked_for_form_and_range(raw: str) -> None:
+    from kindling import errors
+
+    with pytest.raises(errors.InvalidParameterValueException):
+        _parse("ListFunctions", query={"MaxItems": [raw]}, labels={})
+    assert _parse("ListFunctions", query={"MaxItems": ["50"]}, labels={}) == {"MaxItems": 50}
+
+
+LOGS_WRONG = [
+    ("CreateLogGroup", {"logGroupName": ["a"]}, "SerializationException"),
+    ("DescribeLogGroups", {"limit": "5"}, "SerializationException"),
+    ("GetLogEvents", {"logGroupName": "g", "logStreamName": "s", "startTime": 10**30}, "SerializationException"),
+    ("GetLogEvents", {"logGroupName": "g", "logStreamName": "s", "startFromHead": 1}, "SerializationException"),
+    ("FilterLogEvents", {"logGroupName": "g", "logStreamNames": {"a": 1}}, "SerializationException"),
+    ("PutRetentionPolicy", {"logGroupName": "g", "retentionInDays": 1.5}, "SerializationException"),
+    ("DescribeLogStreams", {"logGroupIdentifier": "arn:aws:lambda:us-east-1:000000000000:function:f"}, "InvalidParameterException"),
+    ("CreateLogGroup", {"logGroupName": ""}, "InvalidParameterException"),
+]
+
+
+@pytest.mark.parametrize(("operation", "doc", "code"), LOGS_WRONG, ids=[f"{w[0]}-{i}" for i, w in enumerate(LOGS_WRONG)])
+def test_logs_members_are_typed_before_any_handler(operation: str, doc: dict[str, Any], code: str) -> None:
+    from kindling import errors
+    from kindling.frontend import logs_api
+
+    with pytest.raises(errors.LogsError) as exc:
+        logs_api._params(operation, json.dumps(doc).encode())
+    assert (exc.value.code, exc.value.status) == (code, 400)
+
+
+def test_logs_deep_or_odd_bodies_are_serialization_exceptions() -> None:
+    from kindling import errors
+    from kindling.frontend import logs_api
+
+    for body in (b"[" * 200_000 + b"]" * 200_000, b'{"limit": NaN}', b"\xff", b"[]"):
+        with pytest.raises(errors.LogsSerializationException):
+            logs_api._params("DescribeLogGroups", body)
+    assert logs_api._params("DescribeLogGroups", b'{"limit": 5, "logGroupNamePrefix": null, "x": 1}') == {"limit": 5}
+
+
+def test_patterns_are_not_run_over_huge_strings() -> None:
+    # A regex over a multi-megabyte member would hold the event loop for seconds; such a member breaks its
+    # length constraint anyway and is reported as not matching its pattern either.
+    huge = "1" * 4_000_000 + ":"
+    started = time.perf_counter()
+    found = check(shape("GetFunctionConfiguration"), {"FunctionName": huge})
+    assert time.perf_counter() - started < 0.2
+    assert [f.split("constraint: ", 1)[1][:46] for f in found] == ["Member must have length less than or equal to ",
+                                                                   "Member must satisfy regular expression pattern"]

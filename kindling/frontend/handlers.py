@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
+from kindling import errors
 from kindling.core import Kindling
 from kindling.frontend.call import Call, Handler
 from kindling.frontend.call import sync as _sync
@@ -18,7 +21,21 @@ async def _get_function(k: Kindling, call: Call) -> dict[str, Any]:
 
 
 async def _invoke(k: Kindling, call: Call) -> dict[str, Any]:
+    if (context := call.params.get("ClientContext")) is not None:
+        call.params["ClientContext"] = _client_context(context)
     return await k.invoker.invoke(call.params, call.request_id, call.trace_id)
+
+
+def _client_context(value: str) -> str:
+    """The ClientContext header, which must be base64 of a JSON object, re-encoded as ASCII JSON (the Runtime
+    API hands it to the function in a header, where only latin-1 fits)."""
+    try:
+        doc = json.loads(base64.b64decode(value, validate=True))
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise errors.InvalidRequestContentException("Client context must be a valid Base64-encoded JSON object.")
+    return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 HANDLERS: dict[str, Handler] = {

@@ -10,6 +10,7 @@ invocation's with ``?requestId=``), which `kindling logs` uses.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from functools import cache
@@ -62,23 +63,47 @@ async def handle(k: Kindling, headers: dict[str, str], body: bytes | None) -> Re
         raise errors.LogsUnknownOperationException(f"Kindling does not implement the Logs operation {name}.")
     if body is None:
         raise errors.InvalidParameterException("The request is too large.")
-    try:
-        params = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise errors.LogsSerializationException("Start of structure or map found where not expected.") from None
-    if not isinstance(params, dict):
-        raise errors.LogsSerializationException("Start of structure or map found where not expected.")
-    shape = service_model().operation_model(name).input_shape
-    if shape is not None:
-        params = {k2: v for k2, v in params.items() if k2 in shape.members}
-        if found := validate.check(shape, params):
-            raise errors.InvalidParameterException(validate.message(found))
+    params = _params(name, body)
     service = k.logs_service
     if name in _OFF_LOOP:
         result = await asyncio.to_thread(operation, service, params)
     else:
         result = operation(service, params)
     return 200, [("Content-Type", CONTENT_TYPE)], json.dumps(result).encode()
+
+
+def _params(name: str, body: bytes) -> dict[str, Any]:
+    """The request's members, each of its model type (SerializationException) and within its constraints."""
+    try:
+        doc = json.loads(body or b"{}", parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise errors.LogsSerializationException("Start of structure or map found where not expected.") from None
+    if not isinstance(doc, dict):
+        raise errors.LogsSerializationException("Start of structure or map found where not expected.")
+    shape = service_model().operation_model(name).input_shape
+    if shape is None:
+        return {}
+    try:
+        params: dict[str, Any] = validate.conform(shape, doc, _blob)
+    except validate.WrongType as exc:
+        raise errors.LogsSerializationException(str(exc)) from None
+    if found := validate.check(shape, params):
+        raise errors.InvalidParameterException(validate.message(found))
+    for ident in [params.get("logGroupIdentifier") or "", *params.get("logGroupIdentifiers", ())]:
+        if ident.startswith("arn:") and ":log-group:" not in ident:
+            raise errors.InvalidParameterException(f"Invalid log group ARN: {ident}")
+    return params
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON
+
+
+def _blob(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise errors.LogsSerializationException("Base64 encoded value expected for a blob member") from None
 
 
 def error(exc: errors.LambdaError) -> Response:
@@ -106,7 +131,12 @@ async def internal(k: Kindling, function: str, query: dict[str, list[str]]) -> R
     if request_id:
         events: list[Event] = await asyncio.to_thread(k.logs_service.request_log, groups, request_id)
     else:
-        since = int(query.get("since", ["0"])[0] or 0)
+        raw = query.get("since", ["0"])[0] or "0"
+        digits = raw.removeprefix("-")  # `kindling logs --since` takes any int
+        if not (digits.isascii() and digits.isdigit() and len(digits) < 20):
+            raise errors.InvalidParameterValueException(
+                f"since must be milliseconds since the epoch, got '{raw[:64]}'.")
+        since = int(raw)
         events = await asyncio.to_thread(
             lambda: sorted((e for g in groups for e in k.logs.events(g, since)),
                            key=lambda e: (e.timestamp, e.stream, e.n)))

@@ -19,6 +19,7 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from kindling import errors
+from kindling.frontend import validate
 
 
 @cache
@@ -70,45 +71,44 @@ def match(method: str, path: str, query: dict[str, list[str]]) -> tuple[Operatio
     return None
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _scalar(shape: Shape, raw: str, where: str) -> Any:
-    if shape.type_name in ("integer", "long"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise errors.InvalidParameterValueException(f"Invalid value for {where}: {raw}") from None
-    if shape.type_name == "boolean":
+    """A query string, header or URI label value as its member's type."""
+    t = shape.type_name
+    if t in validate.INT_RANGE:
+        lo, hi = validate.INT_RANGE[t]
+        if not (_INTEGER.fullmatch(raw) and len(raw) < 21 and lo <= int(raw) <= hi):
+            raise errors.InvalidParameterValueException(f"Invalid value for {where}: {raw[:256]}")
+        return int(raw)
+    if t == "boolean":
         return raw.lower() == "true"
-    return raw
+    try:
+        return validate.text(raw)
+    except validate.WrongType as exc:
+        raise errors.SerializationException(str(exc)) from None
+
+
+def _blob(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise errors.InvalidParameterValueException(
+            "Could not unzip uploaded file. Please check your file, then try to upload again.") from None
 
 
 def _from_json(shape: Shape, value: Any) -> Any:
-    """JSON body value → Python value: base64 blobs become bytes, the rest stays."""
-    if value is None:
-        return None
-    t = shape.type_name
-    if t == "blob":
-        if not isinstance(value, str):
-            return value
-        try:
-            return base64.b64decode(value, validate=True)
-        except ValueError:
-            raise errors.InvalidParameterValueException(
-                "Could not unzip uploaded file. Please check your file, then try to upload again.") from None
-    if t in ("float", "double") and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # a JSON 2 for a double member is 2.0, as Java reads (and prints) it
-    if t == "structure" and isinstance(value, dict):
-        members = shape.members  # type: ignore[attr-defined]
-        return {k: _from_json(members[k], v) if k in members else v for k, v in value.items()}
-    if t == "list" and isinstance(value, list):
-        return [_from_json(shape.member, v) for v in value]  # type: ignore[attr-defined]
-    if t == "map" and isinstance(value, dict):
-        return {k: _from_json(shape.value, v) for k, v in value.items()}  # type: ignore[attr-defined]
-    return value
+    """JSON body value → Python value of the member's type (blobs decoded): SerializationException otherwise."""
+    try:
+        return validate.conform(shape, value, _blob)
+    except validate.WrongType as exc:
+        raise errors.SerializationException(str(exc)) from None
 
 
 def parse_request(op: OperationModel, labels: dict[str, str], query: dict[str, list[str]],
                   headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """The operation's input members from one HTTP request."""
+    """The operation's input members from one HTTP request, each of its model's type."""
     shape = op.input_shape
     if shape is None:
         return {}
@@ -119,7 +119,7 @@ def parse_request(op: OperationModel, labels: dict[str, str], query: dict[str, l
         loc, wire = member.serialization.get("location"), member.serialization.get("name", name)
         if loc == "uri":
             if wire in labels:
-                params[name] = labels[wire]
+                params[name] = _scalar(member, labels[wire], wire)
         elif loc == "querystring":
             if wire in query:
                 vals = query[wire]
@@ -131,8 +131,8 @@ def parse_request(op: OperationModel, labels: dict[str, str], query: dict[str, l
         elif name == payload:
             if member.type_name == "blob":
                 params[name] = body
-            elif body:
-                params[name] = _from_json(member, _json(body))
+            elif body and (value := _json(body)) is not None:
+                params[name] = _from_json(member, value)
         else:
             body_members[name] = member
     if body_members and body and not payload:
@@ -140,17 +140,25 @@ def parse_request(op: OperationModel, labels: dict[str, str], query: dict[str, l
         if not isinstance(doc, dict):
             raise errors.InvalidRequestContentException("Could not parse request body into json: expected an object")
         for name, value in doc.items():
-            if name in body_members:
+            if name in body_members and value is not None:
                 params[name] = _from_json(body_members[name], value)
     return params
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"Non-standard token '{name}'")
+
+
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidRequestContentException(
             f"Could not parse request body into json: Could not parse payload into json: {exc}") from None
+    except RecursionError:
+        raise errors.InvalidRequestContentException(  # Jackson's words for it (Python gives up at about 1000 too)
+            "Could not parse request body into json: Could not parse payload into json: Document nesting depth "
+            "exceeds the maximum allowed (1000, from `StreamReadConstraints.getMaxNestingDepth()`)") from None
 
 
 def _to_json(shape: Shape, value: Any) -> Any:

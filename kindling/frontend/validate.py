@@ -30,6 +30,9 @@ Test = Callable[[Any], bool]  # True when the value breaks the constraint
 NOT_NULL = "Member must not be null"
 # List shapes whose elements AWS's own model leaves nullable (botocore cannot tell).
 _NULLABLE_ITEMS = frozenset({"SubnetIds", "SecurityGroupIds"})
+# Strings longer than this are reported as not matching their pattern without running it: a regex over a
+# 70 MB member takes seconds of the event loop, and every patterned member of the models is far shorter.
+PATTERN_CAP = 65536
 # Java's \p{..} classes, which Python's re lacks; \w stands in for letters and digits.
 _PROPS = {"L": r"\w", "N": r"\w", "Z": r"\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"}
 
@@ -115,7 +118,7 @@ def _rules(shape: Shape) -> list[tuple[Test, str]]:
             rules.append((_bound(numeric, op, limit), f"Member must have {what} {word} than or equal to {show(limit)}"))
     if "pattern" in meta and (regex := _regex(meta["pattern"])):
         matches, text = regex.fullmatch, f"Member must satisfy regular expression pattern: {_shown(meta['pattern'])}"
-        rules.append((lambda v: isinstance(v, str) and matches(v) is None, text))  # Java's String.matches
+        rules.append((lambda v: isinstance(v, str) and (len(v) > PATTERN_CAP or matches(v) is None), text))
     if enum := meta.get("enum"):
         allowed, text = frozenset(enum), f"Member must satisfy enum value set: [{', '.join(_hash_order(enum))}]"
         rules.append((lambda v: isinstance(v, str) and v not in allowed, text))
@@ -222,3 +225,96 @@ def _double(x: Any) -> str:
     d = Decimal(repr(x))
     digits = "".join(map(str, d.as_tuple().digits)).rstrip("0") or "0"
     return f"{'-' if x < 0 else ''}{digits[0]}.{digits[1:] or '0'}E{d.adjusted()}"
+
+
+# -- types -------------------------------------------------------------------------------------------------
+# Before any constraint: every member must have its model type, as AWS's deserializer insists (Coral's words).
+INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_TYPE_WORD = {"string": "a String", "integer": "an Integer", "long": "a Long", "boolean": "a Boolean",
+              "float": "a Float", "double": "a Double", "blob": "a ByteBuffer", "timestamp": "a Date",
+              "structure": "a Structure", "map": "a Map", "list": "a List"}
+
+
+class WrongType(ValueError):
+    """A member whose JSON type is not its model type (the protocol answers it with its own error)."""
+
+
+def conform(shape: Shape, value: Any, blob: Callable[[str], bytes]) -> Any:
+    """``value`` (parsed JSON) checked against ``shape``'s types and made ready for the constraints.
+
+    Structures lose unknown members and explicit nulls (an optional member sent as null is absent,
+    as AWS reads it); blobs are decoded by ``blob``; numbers must fit their type; strings must be
+    encodable (no lone surrogates). Raises WrongType for the first mismatch.
+    """
+    t = shape.type_name
+    if t == "structure":
+        if not isinstance(value, dict):
+            raise WrongType(_mismatch(value, t))
+        members = shape.members  # type: ignore[attr-defined]
+        return {k: conform(members[k], v, blob) for k, v in value.items() if k in members and v is not None}
+    if t == "list":
+        if not isinstance(value, list):
+            raise WrongType(_mismatch(value, t))
+        member = shape.member  # type: ignore[attr-defined]
+        return [None if v is None else conform(member, v, blob) for v in value]
+    if t == "map":
+        if not isinstance(value, dict):
+            raise WrongType(_mismatch(value, t))
+        key, val = shape.key, shape.value  # type: ignore[attr-defined]
+        return {conform(key, k, blob): None if v is None else conform(val, v, blob) for k, v in value.items()}
+    if t == "string":
+        if not isinstance(value, str):
+            raise WrongType(_mismatch(value, t))
+        return text(value)
+    if t in INT_RANGE:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise WrongType(_mismatch(value, t))
+        lo, hi = INT_RANGE[t]
+        if not lo <= value <= hi:
+            raise WrongType(f"NUMBER_VALUE can not be converted to {_TYPE_WORD[t]}")
+        return value
+    if t in ("float", "double", "timestamp"):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WrongType(_mismatch(value, t))
+        try:
+            number = float(value)  # a JSON 2 for a double member is 2.0, as Java reads (and prints) it
+        except OverflowError:
+            raise WrongType(f"NUMBER_VALUE can not be converted to {_TYPE_WORD[t]}") from None
+        if not math.isfinite(number):
+            raise WrongType(f"NUMBER_VALUE can not be converted to {_TYPE_WORD[t]}")
+        return value if t == "timestamp" else number
+    if t == "boolean":
+        if not isinstance(value, bool):
+            raise WrongType(_mismatch(value, t))
+        return value
+    if t == "blob":
+        if not isinstance(value, str):
+            raise WrongType(_mismatch(value, t))
+        return blob(value)
+    raise WrongType(f"Kindling cannot read members of type {t}")
+
+
+def text(value: str) -> str:
+    """``value`` if it is encodable as UTF-8 (JSON's \\ud800 escapes can make lone surrogates)."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise WrongType("Invalid UTF-8 in a string member") from None
+    return value
+
+
+def _mismatch(value: Any, expected: str) -> str:
+    if isinstance(value, dict):
+        return "Start of structure or map found where not expected."
+    if isinstance(value, list):
+        return "Start of list found where not expected."
+    if isinstance(value, bool):
+        token = "TRUE_VALUE" if value else "FALSE_VALUE"
+    elif isinstance(value, int):
+        token = "NUMBER_VALUE"
+    elif isinstance(value, float):
+        token = "DECIMAL_VALUE"
+    else:
+        token = "STRING_VALUE"
+    return f"{token} can not be converted to {_TYPE_WORD.get(expected, expected)}"

@@ -299,6 +299,6 @@ class FunctionService:
 
 
 def _checked_marker(version: str) -> str:
-    if version != LATEST and not version.isdigit():
+    if version != LATEST and not (version.isascii() and version.isdigit() and len(version) < 19):  # SQLite ints
         raise errors.InvalidParameterValueException(f"Invalid marker: {version}")
     return version

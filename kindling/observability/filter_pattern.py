@@ -157,7 +157,10 @@ class _Parser:
             raise PatternError(f"Invalid filter pattern: expected a value after '{op}'")
         if op not in ("=", "!="):
             raise PatternError(f"Invalid filter pattern: strings compare with = or != only, not '{op}'")
-        text = json.loads(raw) if kind == "string" else raw
+        try:
+            text = json.loads(raw) if kind == "string" else raw
+        except ValueError:  # e.g. a bad \u escape
+            raise PatternError(f"Invalid filter pattern: bad string {raw[:40]}") from None
         return _textual(path, op == "=", text)
 
     def predicate(self, path: list[str | int], word: str) -> Callable[[Any], bool]:
@@ -246,7 +249,7 @@ def _json_matcher(body: str) -> Matcher:
             return False
         try:
             doc = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line nested too deeply is no JSON this pattern can match
             return False
         return isinstance(doc, dict) and test(doc)
     return match

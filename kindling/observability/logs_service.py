@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kindling import errors
@@ -28,11 +29,19 @@ def _token(doc: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
 
 
-def _untoken(token: str) -> Any:
+def _untoken(token: str, valid: Callable[[Any], bool]) -> Any:
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, binascii.Error):
-        raise errors.InvalidParameterException("The specified nextToken is invalid.") from None
+        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error, RecursionError):
+        doc = None
+    if doc is None or not valid(doc):  # a token of ours decodes to what _token encoded, and nothing else
+        raise errors.InvalidParameterException("The specified nextToken is invalid.")
+    return doc
+
+
+def _is_position(doc: Any) -> bool:
+    return (isinstance(doc, list) and len(doc) == 3 and isinstance(doc[1], str)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in (doc[0], doc[2])))
 
 
 class LogsService:
@@ -72,7 +81,7 @@ class LogsService:
             wanted = {i.split(":log-group:", 1)[1].removesuffix(":*") if i.startswith("arn:") else i for i in idents}
             names = [n for n in names if n in wanted]
         if token := p.get("nextToken"):
-            after = _untoken(token)
+            after = _untoken(token, lambda d: isinstance(d, str))
             names = [n for n in names if n > after]
         limit = int(p.get("limit") or 50)
         page, more = names[:limit], len(names) > limit
@@ -129,7 +138,7 @@ class LogsService:
             infos.sort(key=lambda i: (i.last_event or 0, i.name))
         if p.get("descending"):
             infos.reverse()
-        start = int(_untoken(p["nextToken"])) if p.get("nextToken") else 0
+        start = _untoken(p["nextToken"], lambda d: type(d) is int and d >= 0) if p.get("nextToken") else 0
         limit = int(p.get("limit") or 50)
         page = infos[start:start + limit]
         arn = self.group_arn(group)
@@ -166,7 +175,7 @@ class LogsService:
         token = p.get("nextToken")
         if token:
             direction, _, raw = token.partition("/")
-            if direction not in ("f", "b") or not raw.isdigit():
+            if direction not in ("f", "b") or not (raw.isascii() and raw.isdigit() and len(raw) <= 64):
                 raise errors.InvalidParameterException("The specified nextToken is invalid.")
             at = min(int(raw), len(events))
             lo, hi = (at, min(len(events), at + limit)) if direction == "f" else (max(0, at - limit), at)
@@ -189,6 +198,8 @@ class LogsService:
             match = compile_pattern(p.get("filterPattern"))
         except PatternError as exc:
             raise errors.InvalidParameterException(str(exc)) from None
+        except RecursionError:
+            raise errors.InvalidParameterException("Invalid filter pattern: it is nested too deeply") from None
         streams = self.store.streams(group)
         if names:
             streams = [s for s in streams if s in set(names)]
@@ -197,7 +208,7 @@ class LogsService:
         start, end = p.get("startTime") or 0, p.get("endTime")
         after: tuple[int, str, int] | None = None
         if p.get("nextToken"):
-            ts, stream, n = _untoken(p["nextToken"])
+            ts, stream, n = _untoken(p["nextToken"], _is_position)
             after = (int(ts), str(stream), int(n))
             start = max(start, after[0])
         limit = int(p.get("limit") or FILTER_LIMIT)

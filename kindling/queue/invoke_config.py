@@ -123,7 +123,8 @@ class EventInvokeConfigs:
         if self.functions.store.get(name) is None:
             raise errors.ResourceNotFoundException(NO_FUNCTION)
         records = self.store.list(name)
-        start = int(p["Marker"]) if str(p.get("Marker") or "").isdigit() else 0
+        marker = str(p.get("Marker") or "")
+        start = int(marker) if marker.isascii() and marker.isdigit() and len(marker) < 19 else 0
         limit = int(p.get("MaxItems") or 50)
         out: dict[str, Any] = {"FunctionEventInvokeConfigs": [self._render(r) for r in records[start:start + limit]]}
         if start + limit < len(records):
