@@ -16,13 +16,15 @@ from urllib.parse import parse_qs
 from kindling import errors
 from kindling.core import Kindling
 from kindling.frontend import auth, logs_api, presign, protocol, validate
+from kindling.frontend.connections import MAX_REQUEST
 from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
 from kindling.observability import metrics, tracing
 
 log = logging.getLogger("kindling.frontend")
 
-# The largest request Lambda takes (CreateFunction with a 50 MB zip, base64 in JSON).
-MAX_REQUEST = 70167211
+CODE_PREFIX = "/_kindling/code/"
+ACCESS_DENIED = (b"<Error><Code>AccessDenied</Code><Message>Request has expired or its signature does not "
+                 b"match</Message></Error>")
 
 Scope = dict[str, Any]
 
@@ -36,6 +38,9 @@ class App:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
+        if scope["type"] == "websocket":  # only when served with a WebSocket protocol (`kindling serve` has none)
+            await receive()
+            return await send({"type": "websocket.close", "code": 1008})  # answered 403 before the handshake
         if scope["type"] != "http":
             return
         request_id = str(uuid.uuid4())
@@ -44,16 +49,26 @@ class App:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         logs_request = logs_api.is_logs_request(scope["method"], path, headers)  # CloudWatch Logs (awsJson1.1)
         try:
-            body = await _read_body(receive, MAX_REQUEST)
-            if auth.required(path, body):
-                self.verifier.verify(scope, headers, query, body,
-                                     expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE)
+            # The signature's headers are checked before a byte of the body is read: an anonymous client's body
+            # is never buffered (connections.py drops it as it arrives). The body then must hash to what was signed.
+            signed = self.verifier.check_headers(
+                scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE,
+            ) if auth.required(path) else None
+            body = await _read_body(receive, headers, MAX_REQUEST)
+            if signed is not None and (body is not None or path.startswith("/_kindling/")):
+                signed.check_body(body)  # a body too large to keep is answered 413 below, and never runs
+            if "websocket" in headers.get("upgrade", "").lower():
+                raise errors.ValidationException("Kindling's API does not take WebSocket connections.")
             if logs_request:
                 status, out_headers, payload = await logs_api.handle(self.k, headers, body)
             elif path == "/metrics":  # Prometheus scrapes it unsigned
                 content_type, payload = metrics.exposition()
                 status, out_headers = 200, [("Content-Type", content_type)]
             elif path.startswith("/_kindling/logs/"):
+                since = query.get("since", ["0"])[0] or "0"
+                if not (since.isascii() and since.isdigit() and len(since) <= 15):
+                    raise errors.InvalidParameterValueException(
+                        f"since must be milliseconds since the epoch, got '{since[:64]}'.")
                 status, out_headers, payload = await logs_api.internal(self.k, path[len("/_kindling/logs/"):], query)
             elif path.startswith("/_kindling/"):
                 status, out_headers, payload = self._internal(path, query)
@@ -64,6 +79,8 @@ class App:
         except Exception:
             log.exception("request %s failed", request_id)
             status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
+        if "upgrade" in headers:
+            out_headers.append(("Connection", "close"))  # nothing the client sends after it is HTTP any more
         out_headers.append(("x-amzn-RequestId", request_id))
         if status not in (204, 304):
             out_headers.append(("Content-Length", str(len(payload))))
@@ -94,19 +111,24 @@ class App:
     def _internal(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
         if path == "/_kindling/health":
             return 200, [("Content-Type", "application/json")], b'{"status":"ok"}'
-        if path.startswith("/_kindling/code/") and path.endswith(".zip"):
-            key = path[len("/_kindling/code/"):-len(".zip")]
-            ok = presign.verify(self.k.url_secret, path, query.get("Expires", [""])[0],
-                                query.get("Signature", [""])[0])
-            zip_path = self.k.code.zip_path(key) if key.isalnum() else None
-            if not ok:
-                return 403, [("Content-Type", "application/xml")], (
-                    b"<Error><Code>AccessDenied</Code><Message>Request has expired or its signature does not "
-                    b"match</Message></Error>")
-            if zip_path is None or not zip_path.exists():
-                return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
-            return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
+        if path.startswith(CODE_PREFIX):
+            return self._code(path, query)
         return 404, [("Content-Type", "application/json")], b'{"message":"Not found"}'
+
+    def _code(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """GET /_kindling/code/<key>.zip?Expires=..&Signature=..: GetFunction's Code.Location, like S3's presigned
+        URLs: anything without a valid signature (whatever its key) is AccessDenied."""
+        denied = 403, [("Content-Type", "application/xml")], ACCESS_DENIED
+        if not presign.verify(self.k.url_secret, path, query.get("Expires", [""])[0],
+                              query.get("Signature", [""])[0]) or not path.endswith(".zip"):
+            return denied
+        try:
+            zip_path = self.k.code.zip_path(path[len(CODE_PREFIX):-len(".zip")])
+        except ValueError:  # not a code key: only a URL Kindling did not make could say so, and it is not signed
+            return denied
+        if not zip_path.exists():
+            return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
+        return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -120,19 +142,23 @@ class App:
                 return
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than ``limit`` (read to the end, not kept)."""
+async def _read_body(receive: Any, headers: dict[str, str], limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit``: then it is read no further (what the
+    client still sends is dropped by the connection, see connections.py)."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body"):
-            break
-    return b"".join(chunks) if size <= limit else None
+            return b"".join(chunks)
 
 
 def _error(exc: errors.LambdaError) -> tuple[int, list[tuple[str, str]], bytes]:
