@@ -51,9 +51,10 @@ class App:
         try:
             # The signature's headers are checked before a byte of the body is read: an anonymous client's body
             # is never buffered (connections.py drops it as it arrives). The body then must hash to what was signed.
+            # A request declared larger than Lambda takes is answered 413 first, signed or not, as AWS does.
             signed = self.verifier.check_headers(
                 scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE,
-            ) if auth.required(path) else None
+            ) if auth.required(path) and not _too_large(path, headers) else None
             body = await _read_body(receive, headers, MAX_REQUEST)
             if signed is not None and (body is not None or path.startswith("/_kindling/")):
                 signed.check_body(body)  # a body too large to keep is answered 413 below, and never runs
@@ -142,11 +143,19 @@ class App:
                 return
 
 
+def _declared_size(headers: dict[str, str]) -> int:
+    declared = headers.get("content-length", "")
+    return int(declared) if declared.isascii() and declared.isdigit() else 0
+
+
+def _too_large(path: str, headers: dict[str, str]) -> bool:
+    return not path.startswith("/_kindling/") and _declared_size(headers) > MAX_REQUEST
+
+
 async def _read_body(receive: Any, headers: dict[str, str], limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit``: then it is read no further (what the
     client still sends is dropped by the connection, see connections.py)."""
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _declared_size(headers) > limit:
         return None
     chunks: list[bytes] = []
     size = 0

@@ -98,6 +98,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_body = False
         self._discarded = 0
+        self._close_after_body = False
 
     # connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -200,6 +201,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.more_body:
             self._in_body = True
+            # A client that asked for "Connection: close" (or HTTP/1.0) and is answered before its body is read
+            # would get a reset while it still sends, and never read the answer: keep the connection until the
+            # body is in (dropped, up to MAX_DISCARD), then close it.
+            self._close_after_body = not self.cycle.keep_alive
+            self.cycle.keep_alive = True
             self._read_timer = self.loop.call_later(self.limits.read_timeout, self._read_stalled)
 
     # body: idle timeout while it is read; an unread rest is dropped, up to MAX_DISCARD
@@ -220,6 +226,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._read_timer = None
         if not self.transport.is_closing():
             super().on_message_complete()
+            if self._close_after_body and self.cycle.response_complete:
+                self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self._close_after_body and not self._in_body:
+            self.server_state.total_requests += 1
+            self.transport.close()
+        else:
+            super().on_response_complete()
 
     def _read_stalled(self) -> None:
         """No byte of the body for read_timeout seconds: close, unless it is this side that stopped reading
