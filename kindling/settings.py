@@ -44,6 +44,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a request's body may pause (no byte arriving) before the connection is closed."),
     Setting("api_max_header_bytes", 65536, int,
             "Largest request line plus headers the API takes; a larger one is answered 431 and closed."),
+    Setting("api_unverified_body_mb", 300, int,
+            "Megabytes of request bodies the API holds at once before their signature can be checked (requests "
+            "without X-Amz-Content-SHA256, as boto3 sends them); past it a request is answered 429 "
+            "TooManyRequestsException before its body is read."),
     Setting("data_dir", ".kindling", str, "Directory for the SQLite store, code and logs."),
     Setting("region", "us-east-1", str, "Region written into ARNs and AWS_REGION."),
     Setting("account_id", "000000000000", str, "Account id written into ARNs."),
@@ -96,6 +100,7 @@ class Settings:
     api_header_timeout: float = 10.0
     api_read_timeout: float = 30.0
     api_max_header_bytes: int = 65536
+    api_unverified_body_mb: int = 300
     data_dir: str = ".kindling"
     region: str = "us-east-1"
     account_id: str = "000000000000"

@@ -7,6 +7,7 @@ values; its result or LambdaError is rendered back in AWS's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -34,6 +35,9 @@ class App:
         self.k = kindling
         self.verifier = auth.Verifier({kindling.credentials.access_key_id: kindling.credentials.secret_access_key},
                                       kindling.settings.region)
+        # Bodies read before their signature can be checked (no X-Amz-Content-SHA256): bytes held now, and the cap
+        self.unverified = 0
+        self.unverified_cap = kindling.settings.api_unverified_body_mb << 20
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -55,9 +59,7 @@ class App:
             signed = self.verifier.check_headers(
                 scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE,
             ) if auth.required(path) and not _too_large(path, headers) else None
-            body = await _read_body(receive, headers, MAX_REQUEST)
-            if signed is not None and (body is not None or path.startswith("/_kindling/")):
-                signed.check_body(body)  # a body too large to keep is answered 413 below, and never runs
+            body = await self._body(receive, headers, signed)
             if "websocket" in headers.get("upgrade", "").lower():
                 raise errors.ValidationException("Kindling's API does not take WebSocket connections.")
             if logs_request:
@@ -88,6 +90,28 @@ class App:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]})
         await send({"type": "http.response.body", "body": payload})
+
+    async def _body(self, receive: Any, headers: dict[str, str], signed: auth.Signed | None) -> bytes | None:
+        """The body (None: larger than Lambda takes), checked against the signature when there is one."""
+        # a chunked body (no Content-Length) may be as large as any
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        reserve = MAX_REQUEST if chunked else _declared_size(headers)
+        if signed is None or signed.declared_hash is not None or reserve < BIG_BODY:
+            body = await _read_body(receive, headers, MAX_REQUEST)
+        else:  # a large body whose signature only its hash can tell: a key id alone must not fill memory
+            if self.unverified + reserve > self.unverified_cap:
+                raise errors.TooManyRequestsException("Rate Exceeded.", Reason="CallerRateLimitExceeded")
+            self.unverified += reserve
+            try:
+                body = await _read_body(receive, headers, MAX_REQUEST)
+                await asyncio.to_thread(signed.check_body, body)  # hashing tens of MB: off the event loop
+            finally:
+                self.unverified -= reserve
+            return body
+        if signed is not None and (body is not None or signed.declared_hash is None):
+            # None (too large to keep) cannot be checked: it passes only when the headers' check covered all
+            signed.check_body(body)
+        return body
 
     async def _lambda(self, scope: Scope, path: str, query: dict[str, list[str]], headers: dict[str, str],
                       body: bytes | None, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -141,6 +165,9 @@ class App:
                 await self.k.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+BIG_BODY = 1 << 20  # bodies from here on are hashed off the event loop and count in App.unverified
 
 
 def _declared_size(headers: dict[str, str]) -> int:
