@@ -199,13 +199,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         self.limits.waiting.pop(self, None)
         super().on_headers_complete()
+        self._close_after_body = False
         if self.cycle is not None and self.cycle.more_body:
             self._in_body = True
             # A client that asked for "Connection: close" (or HTTP/1.0) and is answered before its body is read
             # would get a reset while it still sends, and never read the answer: keep the connection until the
             # body is in (dropped, up to MAX_DISCARD), then close it.
-            self._close_after_body = not self.cycle.keep_alive
-            self.cycle.keep_alive = True
+            if not self.cycle.keep_alive and any(
+                    name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0"))
+                    for name, value in self.headers):
+                self._close_after_body = True
+                self.cycle.keep_alive = True
             self._read_timer = self.loop.call_later(self.limits.read_timeout, self._read_stalled)
 
     # body: idle timeout while it is read; an unread rest is dropped, up to MAX_DISCARD
