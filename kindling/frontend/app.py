@@ -69,7 +69,8 @@ class App:
                 status, out_headers = 200, [("Content-Type", content_type)]
             elif path.startswith("/_kindling/logs/"):
                 since = query.get("since", ["0"])[0] or "0"
-                if not (since.isascii() and since.isdigit() and len(since) <= 15):
+                digits = since.removeprefix("-")
+                if not (digits.isascii() and digits.isdigit() and len(digits) <= 15):
                     raise errors.InvalidParameterValueException(
                         f"since must be milliseconds since the epoch, got '{since[:64]}'.")
                 status, out_headers, payload = await logs_api.internal(self.k, path[len("/_kindling/logs/"):], query)
