@@ -14,7 +14,8 @@ the expired ones from the front (they expire in the order they went in).
   answered (503, 429) and closed at once, not queued. At ``max_connections``, a new connection first evicts the
   oldest one that is still sending its request line and headers: half-open connections cannot keep others out.
 - A request's line and headers must arrive within ``header_timeout`` seconds of its first byte (one deadline,
-  not reset by each byte, so a trickle cannot hold it) and be at most ``max_header_bytes`` long (431 past it).
+  not reset by each byte, so a trickle cannot hold it) and be at most ``max_header_bytes`` long (431 past it;
+  counted per chunk read, so it may pass by one chunk).
 - While a request's body is being read, a pause of ``read_timeout`` seconds closes the connection.
 - The rest of a body the application answered without reading (a 403 before the body) is discarded as it
   arrives, never buffered, and at most ``MAX_DISCARD`` bytes of it: past that the connection is closed.
@@ -121,7 +122,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._address: str | None = None  # counted in limits.per_client while set
         self._refused = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the request head being received
         self._in_body = False
         self._discarded = 0
         self._close_after_body = False
@@ -173,49 +174,37 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # request line and headers: one deadline from the first byte, and a size cap
     def _start_head(self) -> None:
-        self._head_bytes = 0
         heads = self.limits.heads
         if self not in heads:
+            self._head_bytes = 0
             heads[self] = self.loop.time() + self.limits.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():
             return
+        limits = self.limits
         if self._in_body:
-            bodies = self.limits.bodies
-            bodies.pop(self, None)
-            bodies[self] = self.loop.time()
+            limits.bodies.pop(self, None)
+            limits.bodies[self] = self.loop.time()
         elif self.cycle is None or self.cycle.response_complete:
             self._start_head()  # bytes on an idle connection (even blank lines, which begin no message)
+        if self in limits.heads:
+            self._head_bytes += len(data)
         super().data_received(data)
+        # Still in a head after this chunk and past the cap: the head (line, headers) is too large. Counted per
+        # chunk, not per parser callback (cheaper), so it may pass the cap by one chunk before it is refused.
+        if self._head_bytes > limits.max_header_bytes and self in limits.heads and not self.transport.is_closing():
+            limits.count("header_size")
+            self.transport.write(_answer(431, b"Request Header Fields Too Large",
+                                         f"The request line and headers must be at most "
+                                         f"{limits.max_header_bytes} bytes."))
+            self._forget()
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._discarded = 0
         self._start_head()
-
-    def _head(self, size: int) -> bool:
-        """Count ``size`` more bytes of the request head; False (and the connection answered 431 and closed)
-        once the head is too large."""
-        self._head_bytes += size
-        if self._head_bytes <= self.limits.max_header_bytes:
-            return True
-        if not self.transport.is_closing():
-            self.limits.count("header_size")
-            self.transport.write(_answer(431, b"Request Header Fields Too Large",
-                                         f"The request line and headers must be at most "
-                                         f"{self.limits.max_header_bytes} bytes."))
-            self._forget()
-            self.transport.close()
-        return False
-
-    def on_url(self, url: bytes) -> None:
-        if self._head(len(url)):
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head(len(name) + len(value) + 4):
-            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self.transport.is_closing():
