@@ -32,6 +32,22 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", str, "Address the API listens on."),
     Setting("port", 9000, int, "Port the API listens on."),
+    Setting("api_max_connections", 4096, int,
+            "Open API connections at most; past it a new connection is answered 503 and closed at once. Kept "
+            "below half the open-file limit (ulimit -n) of the server."),
+    Setting("api_max_connections_per_client", 256, int,
+            "Open API connections at most from one client address; past it a new one is answered 429 and closed."),
+    Setting("api_header_timeout", 10.0, float,
+            "Seconds a client has to send a request's line and headers, from its first byte (or from connecting); "
+            "then the connection is closed (against slowloris)."),
+    Setting("api_read_timeout", 30.0, float,
+            "Seconds a request's body may pause (no byte arriving) before the connection is closed."),
+    Setting("api_max_header_bytes", 65536, int,
+            "Largest request line plus headers the API takes; a larger one is answered 431 and closed."),
+    Setting("api_unverified_body_mb", 300, int,
+            "Megabytes of request bodies the API holds at once before their signature can be checked (requests "
+            "without X-Amz-Content-SHA256, as boto3 sends them); past it a request is answered 429 "
+            "TooManyRequestsException before its body is read."),
     Setting("data_dir", ".kindling", str, "Directory for the SQLite store, code and logs."),
     Setting("region", "us-east-1", str, "Region written into ARNs and AWS_REGION."),
     Setting("account_id", "000000000000", str, "Account id written into ARNs."),
@@ -87,6 +103,12 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     host: str = "127.0.0.1"
     port: int = 9000
+    api_max_connections: int = 4096
+    api_max_connections_per_client: int = 256
+    api_header_timeout: float = 10.0
+    api_read_timeout: float = 30.0
+    api_max_header_bytes: int = 65536
+    api_unverified_body_mb: int = 300
     data_dir: str = ".kindling"
     region: str = "us-east-1"
     account_id: str = "000000000000"

@@ -54,8 +54,27 @@ def serve(**options: Any) -> None:
         click.echo(f"Created the API key pair in {credentials_mod.path(cfg)}; requests must be signed with it "
                    f"(shown once; `kindling credentials --data-dir {cfg.data_dir}` prints it again):\n"
                    f"  {kindling.credentials.exports()}", err=True)
-    uvicorn.run(App(kindling), host=cfg.host, port=cfg.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    # http: uvicorn's httptools protocol with Kindling's caps and timeouts against hostile clients (see
+    # kindling/frontend/connections.py); ws="none": a WebSocket upgrade is a plain request the API answers 400.
+    uvicorn.run(App(kindling), host=cfg.host, port=cfg.port, loop="uvloop", http=_http_protocol(cfg), ws="none",
+                lifespan="on", access_log=False, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+
+
+def _http_protocol(cfg: Settings) -> Any:
+    import logging
+    import resource
+
+    from kindling.frontend import connections
+
+    max_connections = cfg.api_max_connections
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files != resource.RLIM_INFINITY and max_connections > open_files // 2:
+        max_connections = open_files // 2  # the other half: environments, Runtime API, logs, the store
+        logging.getLogger("kindling").warning(
+            "--api-max-connections %d is more than half the open-file limit (ulimit -n %d): using %d.",
+            cfg.api_max_connections, open_files, max_connections)
+    return connections.protocol_class(max_connections, cfg.api_max_connections_per_client, cfg.api_header_timeout,
+                                      cfg.api_read_timeout, cfg.api_max_header_bytes)
 
 
 @cli.command("settings-doc")

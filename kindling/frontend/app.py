@@ -7,6 +7,7 @@ values; its result or LambdaError is rendered back in AWS's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -16,13 +17,15 @@ from urllib.parse import parse_qs
 from kindling import errors
 from kindling.core import Kindling
 from kindling.frontend import auth, logs_api, presign, protocol, validate
+from kindling.frontend.connections import MAX_REQUEST
 from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
 from kindling.observability import metrics, tracing
 
 log = logging.getLogger("kindling.frontend")
 
-# The largest request Lambda takes (CreateFunction with a 50 MB zip, base64 in JSON).
-MAX_REQUEST = 70167211
+CODE_PREFIX = "/_kindling/code/"
+ACCESS_DENIED = (b"<Error><Code>AccessDenied</Code><Message>Request has expired or its signature does not "
+                 b"match</Message></Error>")
 
 Scope = dict[str, Any]
 
@@ -32,10 +35,16 @@ class App:
         self.k = kindling
         self.verifier = auth.Verifier({kindling.credentials.access_key_id: kindling.credentials.secret_access_key},
                                       kindling.settings.region)
+        # Bodies read before their signature can be checked (no X-Amz-Content-SHA256): bytes held now, and the cap
+        self.unverified = 0
+        self.unverified_cap = kindling.settings.api_unverified_body_mb << 20
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
+        if scope["type"] == "websocket":  # only when served with a WebSocket protocol (`kindling serve` has none)
+            await receive()
+            return await send({"type": "websocket.close", "code": 1008})  # answered 403 before the handshake
         if scope["type"] != "http":
             return
         request_id = str(uuid.uuid4())
@@ -44,16 +53,26 @@ class App:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         logs_request = logs_api.is_logs_request(scope["method"], path, headers)  # CloudWatch Logs (awsJson1.1)
         try:
-            body = await _read_body(receive, MAX_REQUEST)
-            if auth.required(path, body):
-                self.verifier.verify(scope, headers, query, body,
-                                     expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE)
+            # The signature's headers are checked before a byte of the body is read: an anonymous client's body
+            # is never buffered (connections.py drops it as it arrives). The body then must hash to what was signed.
+            # A request declared larger than Lambda takes is answered 413 first, signed or not, as AWS does.
+            signed = self.verifier.check_headers(
+                scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE,
+            ) if auth.required(path) and not _too_large(path, headers) else None
+            body = await self._body(receive, headers, signed)
+            if "websocket" in headers.get("upgrade", "").lower():
+                raise errors.ValidationException("Kindling's API does not take WebSocket connections.")
             if logs_request:
                 status, out_headers, payload = await logs_api.handle(self.k, headers, body)
             elif path == "/metrics":  # Prometheus scrapes it unsigned
                 content_type, payload = metrics.exposition()
                 status, out_headers = 200, [("Content-Type", content_type)]
             elif path.startswith("/_kindling/logs/"):
+                since = query.get("since", ["0"])[0] or "0"
+                digits = since.removeprefix("-")
+                if not (digits.isascii() and digits.isdigit() and len(digits) <= 15):
+                    raise errors.InvalidParameterValueException(
+                        f"since must be milliseconds since the epoch, got '{since[:64]}'.")
                 status, out_headers, payload = await logs_api.internal(self.k, path[len("/_kindling/logs/"):], query)
             elif path.startswith("/_kindling/"):
                 status, out_headers, payload = self._internal(path, query)
@@ -64,12 +83,36 @@ class App:
         except Exception:
             log.exception("request %s failed", request_id)
             status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
+        if "upgrade" in headers:
+            out_headers.append(("Connection", "close"))  # nothing the client sends after it is HTTP any more
         out_headers.append(("x-amzn-RequestId", request_id))
         if status not in (204, 304):
             out_headers.append(("Content-Length", str(len(payload))))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]})
         await send({"type": "http.response.body", "body": payload})
+
+    async def _body(self, receive: Any, headers: dict[str, str], signed: auth.Signed | None) -> bytes | None:
+        """The body (None: larger than Lambda takes), checked against the signature when there is one."""
+        # a chunked body (no Content-Length) may be as large as any
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        reserve = MAX_REQUEST if chunked else _declared_size(headers)
+        if signed is None or signed.declared_hash is not None or reserve < BIG_BODY:
+            body = await _read_body(receive, headers, MAX_REQUEST)
+        else:  # a large body whose signature only its hash can tell: a key id alone must not fill memory
+            if self.unverified + reserve > self.unverified_cap:
+                raise errors.TooManyRequestsException("Rate Exceeded.", Reason="CallerRateLimitExceeded")
+            self.unverified += reserve
+            try:
+                body = await _read_body(receive, headers, MAX_REQUEST)
+                await asyncio.to_thread(signed.check_body, body)  # hashing tens of MB: off the event loop
+            finally:
+                self.unverified -= reserve
+            return body
+        if signed is not None and (body is not None or signed.declared_hash is None):
+            # None (too large to keep) cannot be checked: it passes only when the headers' check covered all
+            signed.check_body(body)
+        return body
 
     async def _lambda(self, scope: Scope, path: str, query: dict[str, list[str]], headers: dict[str, str],
                       body: bytes | None, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -94,19 +137,24 @@ class App:
     def _internal(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
         if path == "/_kindling/health":
             return 200, [("Content-Type", "application/json")], b'{"status":"ok"}'
-        if path.startswith("/_kindling/code/") and path.endswith(".zip"):
-            key = path[len("/_kindling/code/"):-len(".zip")]
-            ok = presign.verify(self.k.url_secret, path, query.get("Expires", [""])[0],
-                                query.get("Signature", [""])[0])
-            zip_path = self.k.code.zip_path(key) if key.isalnum() else None
-            if not ok:
-                return 403, [("Content-Type", "application/xml")], (
-                    b"<Error><Code>AccessDenied</Code><Message>Request has expired or its signature does not "
-                    b"match</Message></Error>")
-            if zip_path is None or not zip_path.exists():
-                return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
-            return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
+        if path.startswith(CODE_PREFIX):
+            return self._code(path, query)
         return 404, [("Content-Type", "application/json")], b'{"message":"Not found"}'
+
+    def _code(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """GET /_kindling/code/<key>.zip?Expires=..&Signature=..: GetFunction's Code.Location, like S3's presigned
+        URLs: anything without a valid signature (whatever its key) is AccessDenied."""
+        denied = 403, [("Content-Type", "application/xml")], ACCESS_DENIED
+        if not presign.verify(self.k.url_secret, path, query.get("Expires", [""])[0],
+                              query.get("Signature", [""])[0]) or not path.endswith(".zip"):
+            return denied
+        try:
+            zip_path = self.k.code.zip_path(path[len(CODE_PREFIX):-len(".zip")])
+        except ValueError:  # not a code key: only a URL Kindling did not make could say so, and it is not signed
+            return denied
+        if not zip_path.exists():
+            return 404, [("Content-Type", "application/xml")], b"<Error><Code>NoSuchKey</Code></Error>"
+        return 200, [("Content-Type", "application/zip")], zip_path.read_bytes()
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -120,19 +168,34 @@ class App:
                 return
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than ``limit`` (read to the end, not kept)."""
+BIG_BODY = 1 << 20  # bodies from here on are hashed off the event loop and count in App.unverified
+
+
+def _declared_size(headers: dict[str, str]) -> int:
+    declared = headers.get("content-length", "")
+    return int(declared) if declared.isascii() and declared.isdigit() else 0
+
+
+def _too_large(path: str, headers: dict[str, str]) -> bool:
+    return not path.startswith("/_kindling/") and _declared_size(headers) > MAX_REQUEST
+
+
+async def _read_body(receive: Any, headers: dict[str, str], limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit``: then it is read no further (what the
+    client still sends is dropped by the connection, see connections.py)."""
+    if _declared_size(headers) > limit:
+        return None
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body"):
-            break
-    return b"".join(chunks) if size <= limit else None
+            return b"".join(chunks)
 
 
 def _error(exc: errors.LambdaError) -> tuple[int, list[tuple[str, str]], bytes]:

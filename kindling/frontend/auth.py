@@ -34,14 +34,9 @@ MISMATCH = ("The request signature we calculated does not match the signature yo
 _DATE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
 
 
-def required(path: str, body: bytes | None) -> bool:
-    """Whether a request must be signed: all but the health check, /metrics and the (self-signed) code URLs.
-
-    An oversized Lambda request (body None: not kept, so it cannot be hashed) is answered 413 without it.
-    """
-    if path in ("/_kindling/health", "/metrics") or path.startswith("/_kindling/code/"):
-        return False
-    return body is not None or path.startswith("/_kindling/")
+def required(path: str) -> bool:
+    """Whether a request must be signed: all but the health check, /metrics and the (self-signed) code URLs."""
+    return not (path in ("/_kindling/health", "/metrics") or path.startswith("/_kindling/code/"))
 
 
 class _Headers(dict[str, str]):
@@ -68,6 +63,16 @@ class Verifier:
                body: bytes | None, now: float | None = None, expected_service: str = SERVICE) -> str:
         """The access key id that signed the request, or a LambdaError. ``headers`` has lower-case names;
         ``expected_service``: the service the credential must be scoped to (``logs`` for the Logs API)."""
+        signed = self.check_headers(scope, headers, query, now, expected_service)
+        signed.check_body(body)
+        return signed.akid
+
+    def check_headers(self, scope: dict[str, Any], headers: dict[str, str], query: dict[str, list[str]],
+                      now: float | None = None, expected_service: str = SERVICE) -> Signed:
+        """Everything about the signature that does not need the body, checked before a byte of it is read, or
+        a LambdaError: a known access key id, the date, the credential's scope, the signed headers. When the
+        client declared the body's hash (X-Amz-Content-SHA256, covered by the signature), the signature
+        itself is checked here too; ``Signed.check_body`` then checks the body against what was signed."""
         now = time.time() if now is None else now
         raw_query = scope.get("query_string", b"").decode("latin-1")
         authorization = headers.get("authorization")
@@ -109,24 +114,49 @@ class Verifier:
         if "host" not in signed:
             raise errors.InvalidSignatureException("'Host' or ':authority' must be a 'SignedHeader' in the AWS "
                                                    "Authorization.")
-        if body is None or any(name not in headers for name in signed):
+        if any(name not in headers for name in signed):
             raise errors.InvalidSignatureException(MISMATCH)
-        payload_hash = hashlib.sha256(body).hexdigest()
-        if headers.get("x-amz-content-sha256", payload_hash) != payload_hash:
-            raise errors.InvalidSignatureException(MISMATCH)  # the signature does not cover this body
 
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        # botocore takes the payload hash from this header when present (the body need not be handed over)
-        request = AWSRequest(method=scope["method"], url=f"http://kindling{raw_path}?{raw_query}",
-                             headers={"X-Amz-Content-SHA256": payload_hash})
+        request = AWSRequest(method=scope["method"], url=f"http://kindling{raw_path}?{raw_query}")
         request.context.update(timestamp=stamp, signed_headers=_Headers((name, headers[name]) for name in signed))
+        out = Signed(akid, signer, request, signature, headers.get("x-amz-content-sha256"))
+        if out.declared_hash is not None:
+            out.check_signature(out.declared_hash)
+        return out
+
+
+class Signed:
+    """A request whose signature headers passed ``Verifier.check_headers``; its body is still to be checked."""
+
+    def __init__(self, akid: str, signer: _Signer, request: AWSRequest, signature: str,
+                 declared_hash: str | None) -> None:
+        self.akid = akid
+        self._signer = signer
+        self._request = request
+        self._signature = signature
+        self.declared_hash = declared_hash
+
+    def check_body(self, body: bytes | None) -> None:
+        """The body is the one that was signed, or InvalidSignatureException."""
+        if body is None:
+            raise errors.InvalidSignatureException(MISMATCH)
+        payload_hash = hashlib.sha256(body).hexdigest()
+        if self.declared_hash is None:
+            self.check_signature(payload_hash)
+        elif not hmac.compare_digest(self.declared_hash.encode(), payload_hash.encode()):
+            raise errors.InvalidSignatureException(MISMATCH)  # the signature does not cover this body
+
+    def check_signature(self, payload_hash: str) -> None:
+        # botocore takes the payload hash from this header when present (the body need not be handed over)
+        request, signer = self._request, self._signer
+        request.headers["X-Amz-Content-SHA256"] = payload_hash
         canonical = signer.canonical_request(request)
         string_to_sign = signer.string_to_sign(request, canonical)
-        if not hmac.compare_digest(signer.signature(string_to_sign, request).encode(), signature.encode()):
+        if not hmac.compare_digest(signer.signature(string_to_sign, request).encode(), self._signature.encode()):
             raise errors.InvalidSignatureException(
                 f"{MISMATCH}\n\nThe Canonical String for this request should have been\n'{canonical}'\n\n"
                 f"The String-to-Sign should have been\n'{string_to_sign}'\n")
-        return akid
 
 
 def _parse_header(authorization: str) -> tuple[str, list[str], str]:

@@ -31,7 +31,9 @@ def sign(secret: bytes, path: str, now: float | None = None) -> str:
 
 
 def verify(secret: bytes, path: str, expires: str, signature: str) -> bool:
-    if not expires.isdigit() or int(expires) < time.time():
+    """Whether the URL was signed by ``sign`` and has not expired; any other text (non-ASCII digits, a number
+    too long for int(), a non-ASCII signature) is simply not a valid signature."""
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < time.time():
         return False
     mac = hmac.new(secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, signature)
+    return hmac.compare_digest(mac.encode(), signature.encode("utf-8", "surrogateescape"))
