@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kindling import credentials
+import os
+
+from kindling import credentials, datadir
 from kindling.frontend import presign
 from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
@@ -29,16 +31,16 @@ class Kindling:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data = settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        runtimes = Runtimes(settings.runtimes)
+        runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
+        datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
         self.engine = open_engine(data)
-        self.code = CodeStore(data / "code")
+        self.code = CodeStore(data / "code", settings.sandbox_gid if os.geteuid() == 0 else None)
         self.logs = LogStore(data / "logs", settings.log_retention_days)
         self.logs_service = LogsService(self.logs, settings.region, settings.account_id)  # the CloudWatch Logs API
         self.url_secret = presign.load_secret(data)
         # the key pair API requests must be signed with; created_credentials: made just now, show it once
         self.credentials, self.created_credentials = credentials.load(settings)
-        runtimes = Runtimes(settings.runtimes)
-        runtimes.precompile()
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
@@ -72,6 +74,7 @@ class Kindling:
         runtimes = self.functions.runtimes
         empty = self.settings.data_path / "sandbox-empty"
         empty.mkdir(exist_ok=True)
+        empty.chmod(0o755)  # the zygote's task root: its runtime, an unprivileged user, starts in it
         argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir) for r in PYTHONS if runtimes.available(r)}
         self.scheduler.templates.start_zygotes(argv, str(empty), str(self.code.root))
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import tempfile
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -98,4 +101,81 @@ def test_io_uring_is_refused(hostile_server: Server, bystander) -> None:  # noqa
         assert out == {"io_uring_setup": "EPERM", "io_uring_enter": "EPERM", "io_uring_register": "EPERM"}, out
     finally:
         lam.delete_function(FunctionName=name)
+    bystander.check()
+
+
+# -- 2. the data dir is private --------------------------------------------------------------------------------
+def _loose(data: Path) -> list[str]:
+    """What another local user could read or write in ``data`` (code trees excepted: ``code/`` guards them)."""
+    found = []
+    for folder, dirs, files in os.walk(data):
+        if Path(folder) == data / "code":
+            dirs.clear()
+            if stat.S_IMODE(os.stat(folder).st_mode) & 0o067:  # 0710 for the sandbox's group at most
+                found.append(f"{folder} {stat.S_IMODE(os.stat(folder).st_mode):o}")
+        for name in dirs:
+            path = Path(folder, name)
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if name != "sandbox-empty" and name != "code" and not path.is_symlink() and mode & 0o077:
+                found.append(f"{path} {mode:o}")
+        for name in files:
+            path = Path(folder, name)
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if not path.is_symlink() and mode & 0o077:
+                found.append(f"{path} {mode:o}")
+    if stat.S_IMODE(data.stat().st_mode) != 0o700:
+        found.append(f"{data} {stat.S_IMODE(data.stat().st_mode):o}")
+    return found
+
+
+def _use(server: Server) -> str:
+    """Create and invoke a function (so the database, code, logs and an environment exist); returns its name."""
+    lam = server.client()
+    name = unique("private")
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": HELLO.replace("hello", "hello " + name)})},
+                        Environment={"Variables": {"SECRET": "s3cr3t"}})
+    out = json.loads(lam.invoke(FunctionName=name, Payload=b'{"name": "x"}')["Payload"].read())
+    assert out == {f"hello {name}": "x"}, out
+    return name
+
+
+def test_the_data_dir_is_private_and_an_old_one_is_tightened(hostile_server: Server, bystander) -> None:  # noqa: ANN001
+    # Given a data dir its server wrote with a permissive umask, and then loosened by hand
+    with tempfile.TemporaryDirectory(prefix="kindling-private-") as tmp:
+        data = Path(tmp) / "data"
+        old = os.umask(0o022)
+        try:
+            srv = Server(data, keys=None).start()
+            _use(srv)
+            srv.stop()
+        finally:
+            os.umask(old)
+        for folder, dirs, files in os.walk(data):
+            if Path(folder) == data / "code":
+                dirs.clear()
+            for name in dirs + files:
+                if not Path(folder, name).is_symlink():
+                    os.chmod(Path(folder, name), 0o777 if name in dirs else 0o644)
+        os.chmod(data, 0o755)
+        os.chmod(data / "code", 0o755)
+        assert _loose(data)
+        # When a server starts on it
+        srv = Server(data, keys=None).start()
+        try:
+            # Then the data dir is tightened, and says so
+            assert _loose(data) == []
+            assert "readable by other users: tightened" in srv.log_path.read_text()
+            # and what it writes later (database, code, logs, credentials) is private too, while functions
+            # (new and old) still read their code
+            name = _use(srv)
+            assert json.loads(srv.client().invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+            assert _loose(data) == []
+            for f in ("kindling.db", "kindling.db-wal", "credentials.json"):
+                assert stat.S_IMODE((data / f).stat().st_mode) == 0o600, f
+        finally:
+            srv.stop()
+    # and the hostile server's own data dir, written by this Kindling from the start, is private
+    _use(hostile_server)
+    assert _loose(hostile_server.data_dir) == []
     bystander.check()

@@ -39,7 +39,8 @@ class IsolatedBackend:
         mount_point.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen([sys.executable, "-m", "kindling.sandbox.spawner", str(theirs.fileno())],
-                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                        umask=0o022)  # what it writes into environments' roots is for them to read
         theirs.close()
         ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,

@@ -10,7 +10,8 @@ streamed. At most ``MAX_ENTRIES`` entries; only stored/deflated, unencrypted ent
 absolute or contain ``..`` are rejected, as are duplicate names. Symlinks (Unix mode S_IFLNK) are kept
 as symlinks when their target is relative and, once the whole tree is extracted, resolves inside the
 task root; any other symlink rejects the zip. Nothing is ever written through a symlink. Files keep
-their executable bit (0o555, else 0o444); directories become 0o555.
+their executable bit (0o555, else 0o444); directories become 0o555: environments read the trees through
+bind mounts, while ``root`` (0710, or 0700) keeps everyone else out. Zips are 0400.
 """
 
 from __future__ import annotations
@@ -53,9 +54,20 @@ class CodeInfo:
 
 
 class CodeStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, group: int | None = None) -> None:
+        """``group``: the group environments run as. Code reaches them through bind mounts of its trees, and a
+        zygote's clones find theirs under a bind of ``root`` itself, so ``root`` is 0710 for that group (they
+        may pass through, never list it); without a group (or the right to give it), 0700."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = 0o700
+        if group is not None:
+            try:
+                os.chown(self.root, -1, group)
+                mode = 0o710
+            except PermissionError:
+                pass
+        os.chmod(self.root, mode)
 
     def put(self, zip_bytes: bytes) -> CodeInfo:
         """Validate, store and extract a zip; storing the same bytes again is a cheap no-op."""
@@ -82,7 +94,7 @@ class CodeStore:
                 f.write(zip_bytes)
                 f.flush()
                 os.fsync(f.fileno())
-                os.fchmod(f.fileno(), 0o444)
+                os.fchmod(f.fileno(), 0o400)  # served by Kindling only, never read by an environment
             try:
                 os.rename(tmp_tree, tree)
             except OSError:
