@@ -35,7 +35,8 @@ class Kindling:
         runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
         datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
         self.engine = open_engine(data)
-        self.code = CodeStore(data / "code", settings.sandbox_gid if os.geteuid() == 0 else None)
+        self.code = CodeStore(data / "code")
+        self.code.make_private(settings.sandbox_gid if os.geteuid() == 0 else None)
         self.logs = LogStore(data / "logs", settings.log_retention_days)
         self.logs_service = LogsService(self.logs, settings.region, settings.account_id)  # the CloudWatch Logs API
         self.url_secret = presign.load_secret(data)
@@ -80,6 +81,7 @@ class Kindling:
 
     async def start(self) -> None:
         tracing.configure(self.settings.otlp_endpoint)
+        self.functions.code_worker.start()
         self.logs.start()  # retention
         self.scheduler.start()
         self._start_zygotes()
@@ -91,6 +93,7 @@ class Kindling:
         await self.provisioned.stop()
         await self.scheduler.stop()
         self.backend.close()
+        self.functions.code_worker.close()
         self.logs.stop()
         tracing.shutdown()
         self.engine.dispose()

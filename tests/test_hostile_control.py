@@ -6,12 +6,16 @@ different function still answers within 2x its p50 (tests/adversarial.py).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -178,4 +182,50 @@ def test_the_data_dir_is_private_and_an_old_one_is_tightened(hostile_server: Ser
     # and the hostile server's own data dir, written by this Kindling from the start, is private
     _use(hostile_server)
     assert _loose(hostile_server.data_dir) == []
+    bystander.check()
+
+
+# -- 3. heavy control-plane work runs off the event loop --------------------------------------------------------
+ENTRIES = 99_000
+
+
+def _many_entries_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("app.py", HELLO)
+        for i in range(ENTRIES - 1):
+            zf.writestr(f"d{i % 100}/f{i}", b"")
+    return buf.getvalue()
+
+
+def test_a_huge_upload_does_not_stall_other_requests(hostile_server: Server, bystander) -> None:  # noqa: ANN001
+    # Given a zip of 99,000 entries (within Lambda's limits: extracting it takes seconds)
+    zipped = _many_entries_zip()
+    name = unique("huge")
+    lam = hostile_server.client()
+    done: list[object] = []
+
+    def upload() -> None:
+        try:
+            done.append(lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE,
+                                            Handler="app.handler", Code={"ZipFile": zipped}))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            done.append(exc)
+
+    # When it is uploaded
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    time.sleep(1.5)  # the request is in: its extraction has begun
+    try:
+        # Then another function keeps answering within 2x its p50 while the zip is extracted
+        assert not done, f"the upload finished too soon to test anything: {done}"
+        bystander.check()
+        assert not done, "the extraction should still be running while the bystander was measured"
+    finally:
+        uploader.join(120)
+    # and the upload itself succeeds
+    assert done and isinstance(done[0], dict), done
+    out = json.loads(lam.invoke(FunctionName=name, Payload=b'{"name": "huge"}')["Payload"].read())
+    assert out == {"hello": "huge"}
+    lam.delete_function(FunctionName=name)
     bystander.check()
