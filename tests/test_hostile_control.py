@@ -6,6 +6,7 @@ different function still answers within 2x its p50 (tests/adversarial.py).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial import Bystander
 from tests.conftest import HELLO, ROLE, Server, make_zip, unique
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"),
@@ -228,4 +230,53 @@ def test_a_huge_upload_does_not_stall_other_requests(hostile_server: Server, bys
     out = json.loads(lam.invoke(FunctionName=name, Payload=b'{"name": "huge"}')["Payload"].read())
     assert out == {"hello": "huge"}
     lam.delete_function(FunctionName=name)
+    bystander.check()
+
+
+# -- 5. templates count in the memory budget ---------------------------------------------------------------------
+BUDGET_MB = 700
+BIG_INIT = "big = bytearray(90 << 20)\nfor i in range(0, len(big), 4096):\n    big[i] = 1\n" + HELLO
+
+
+def _sandbox_memory_mb(server: Server) -> int:
+    """What the server's environments, templates and zygotes really hold: the PSS of every process of its
+    sandboxes (the sandbox user's processes in this data dir's cgroups; shared pages counted once)."""
+    instance = hashlib.sha256(str(server.data_dir.resolve()).encode()).hexdigest()[:8]
+    total_kb = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != 993 or instance not in Path(f"/proc/{pid}/cgroup").read_text():
+                continue
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            total_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total_kb // 1024
+
+
+def test_templates_count_in_the_memory_budget(hostile_server: Server, bystander) -> None:  # noqa: ANN001
+    # Given a server with a small memory budget, and a bystander of its own
+    with tempfile.TemporaryDirectory(prefix="kindling-budget-") as tmp:
+        srv = Server(Path(tmp) / "data", memory_budget_mb=str(BUDGET_MB)).start()
+        try:
+            small_bystander = Bystander(srv)
+            lam = srv.client()
+            names = [unique("big") for _ in range(5)]
+            for name in names:
+                lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                                    Code={"ZipFile": make_zip({"app.py": BIG_INIT})}, MemorySize=128)
+            # When functions whose init holds 90 MB are invoked one after another (each leaves an idle
+            # environment, and a template of itself is made while there is room), then all again
+            peak = 0
+            for name in names + names:
+                out = lam.invoke(FunctionName=name, Payload=b'{"name": "big"}')
+                assert json.loads(out["Payload"].read()) == {"hello": "big"}
+                time.sleep(1.0)  # a template is made in the background meanwhile
+                peak = max(peak, _sandbox_memory_mb(srv))
+            # Then environments, templates and zygotes together never held more than the budget
+            assert peak <= BUDGET_MB, f"sandboxes held {peak} MB, budget {BUDGET_MB} MB"
+            assert "reclaimed the template of" in srv.log_path.read_text()
+            small_bystander.check()
+        finally:
+            srv.stop()
     bystander.check()

@@ -185,8 +185,8 @@ class CodeWorker:
             log.exception("could not remove unused code %s", keys)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:  # waits for a job under way (seconds at most), so nothing is left half done
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 
