@@ -20,6 +20,7 @@ from kindling.sandbox import make_backend
 from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
 from kindling.settings import Settings
+from kindling.store import code_volume
 from kindling.store.code import CodeStore
 from kindling.store.concurrency import ConcurrencyStore
 from kindling.store.db import open_engine
@@ -35,6 +36,8 @@ class Kindling:
         runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
         datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
         self.engine = open_engine(data)
+        if settings.sandbox != "process":
+            code_volume.mount(data)  # binds of code into environments show no host path
         self.code = CodeStore(data / "code")
         self.code.make_private(settings.sandbox_gid if os.geteuid() == 0 else None)
         self.logs = LogStore(data / "logs", settings.log_retention_days)
@@ -73,7 +76,7 @@ class Kindling:
     def _start_zygotes(self) -> None:
         """A zygote per Python runtime here, so even a function's first cold start is a fork."""
         runtimes = self.functions.runtimes
-        empty = self.settings.data_path / "sandbox-empty"
+        empty = self.code.root / ".empty"  # on the code store's own filesystem: its bind shows no host path
         empty.mkdir(exist_ok=True)
         empty.chmod(0o755)  # the zygote's task root: its runtime, an unprivileged user, starts in it
         argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir) for r in PYTHONS if runtimes.available(r)}

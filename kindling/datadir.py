@@ -7,7 +7,7 @@ by an older Kindling or loosened by hand is tightened at start, with a log line 
 Two things are exempt, because environments read them through bind mounts (where only the mounted
 folder's own mode counts, not the data dir's above it): the extracted code trees under ``code/`` (0555
 folders, 0444 files, reachable only through ``code/`` itself, 0710 for the sandbox's group) and the
-empty task root a zygote starts in (``sandbox-empty``, 0755).
+empty task root a zygote starts in (``code/.empty``, 0755; ``sandbox-empty`` before).
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def make_private(data: Path) -> list[tuple[str, int, int]]:
             path = os.path.join(folder, name)
             if os.path.ismount(path) or (folder == top and name == EMPTY_TASK_ROOT):
                 dirs.remove(name)
-            elif not (folder == top and name == "code"):  # its mode is the code store's to set
+            elif folder == top and name == "code":  # the code store sets its mode: 0710 for the sandbox's group
+                tighten(path, stat.S_IMODE(os.lstat(path).st_mode) & 0o710)
+            else:
                 tighten(path, 0o700)
         for name in files:
             tighten(os.path.join(folder, name))

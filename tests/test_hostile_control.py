@@ -74,6 +74,7 @@ def test_bursts_of_concurrent_invokes_never_answer_5xx(hostile_server: Server, b
     finally:
         for name in [*names, one]:
             lam.delete_function(FunctionName=name)
+    time.sleep(1.0)  # the templates the burst's functions were getting are being dropped
     bystander.check()
 
 
@@ -279,4 +280,52 @@ def test_templates_count_in_the_memory_budget(hostile_server: Server, bystander)
             small_bystander.check()
         finally:
             srv.stop()
+    bystander.check()
+
+
+# -- 6. mountinfo shows no host path of the data dir --------------------------------------------------------------
+MOUNTINFO = "def handler(event, context):\n    return open('/proc/self/mountinfo').read()\n"
+
+
+@pytest.mark.parametrize("how", ["first", "template"])
+def test_mountinfo_shows_no_host_path_of_the_data_dir(hostile_server: Server, bystander, how: str) -> None:  # noqa: ANN001
+    # Given a function that reads its environment's mount table: on its first cold start (a zygote's clone),
+    # then in environments started while others are busy (template's clones)
+    lam = hostile_server.client()
+    name = unique("mounts")
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": MOUNTINFO})})
+    try:
+        tables = [json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())]
+        if how != "first":
+            time.sleep(1.5)  # its template is made meanwhile
+            with ThreadPoolExecutor(3) as pool:  # busy environments: the others are new ones
+                tables += pool.map(lambda _: json.loads(hostile_server.client().invoke(
+                    FunctionName=name, Payload=b"{}")["Payload"].read()), range(3))
+        # Then no line of it names the data dir, by any of its host paths
+        data = {str(hostile_server.data_dir), os.path.realpath(hostile_server.data_dir)}
+        for table in tables:
+            assert "/var/task" in table
+            for line in table.splitlines():
+                assert not any(d in line for d in data), line
+    finally:
+        lam.delete_function(FunctionName=name)
+    bystander.check()
+
+
+def test_mountinfo_of_a_fresh_interpreter_shows_no_host_path(hostile_server: Server, bystander) -> None:  # noqa: ANN001
+    # Given templates off: every environment is a fresh interpreter the spawner binds the code into
+    with tempfile.TemporaryDirectory(prefix="kindling-fresh-") as tmp:
+        srv = Server(Path(tmp) / "data", templates="off").start()
+        try:
+            lam = srv.client()
+            name = unique("mounts")
+            lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": MOUNTINFO})})
+            table = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+        finally:
+            srv.stop()
+    # Then its mount table names no host path of the data dir either
+    assert "/var/task" in table
+    assert tmp not in table and os.path.realpath(tmp) not in table, table
     bystander.check()

@@ -44,6 +44,7 @@ MAX_ZIPPED = 52_428_800
 MAX_UNZIPPED = 262_144_000
 MAX_ENTRIES = 100_000
 MAX_LINK_TARGET = 4096
+WORKER_NICE = 10  # uploads are background work: invokes get the CPU first
 _CHUNK = 1 << 20
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _KEY = re.compile(r"[0-9a-f]{64}")
@@ -152,7 +153,8 @@ class CodeWorker:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawn: a fresh interpreter, nothing of the server's sockets or threads
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=os.nice, initargs=(WORKER_NICE,))
         return self._pool
 
     async def _run(self, job: Callable[..., object], *args: object) -> object:
