@@ -9,7 +9,8 @@ waiter. New environments must fit in the memory budget (the sum of their
 MemorySize, plus each template's MemorySize and ZYGOTE_MB per zygote); idle
 environments and idle templates are reclaimed least recently used first to make
 room (zygotes last), and an invoke that cannot get room is throttled rather than
-left waiting. A template is made only when it fits without reclaiming anything.
+left waiting. A template is made only when it fits without reclaiming anything,
+and at most TEMPLATES_MAKING at once.
 A changed version bumps its generation: idle environments of the old one are
 shut down at once, busy ones as soon as they finish. Environments idle past the
 keep-alive are reclaimed by a periodic reaper.
@@ -36,6 +37,8 @@ Key = tuple[str, str, str]
 # What a zygote (a runtime before any init, with the spare clone forked from it) is counted as: it runs no
 # tenant code and holds 3-8 MB; it is limited by its own cgroup, not by a function's MemorySize.
 ZYGOTE_MB = 32
+# Templates made at once, in the background: each runs its function's init in the spawner, ahead of cold starts.
+TEMPLATES_MAKING = 2
 
 
 class VersionPool:
@@ -170,6 +173,8 @@ class Scheduler:
         key, need = fn.key, int(fn.config["MemorySize"])
         if key in self.templates.ready or key in self.templates.pending:
             return
+        if len(self.templates.pending) >= TEMPLATES_MAKING:
+            return  # a later release tries again: a burst of new functions must not queue an init each
         if self.memory_budget_mb - self.memory_in_use_mb() < need:
             return
         self.templates.ensure(fn)
