@@ -4,10 +4,10 @@ It holds functions' code and environment variables (the database), their logs an
 the server's start every file it creates is 0600 and every folder 0700 (umask 077), and a data dir left
 by an older Kindling or loosened by hand is tightened at start, with a log line saying what changed.
 
-Two things are exempt, because environments read them through bind mounts (where only the mounted
-folder's own mode counts, not the data dir's above it): the extracted code trees under ``code/`` (0555
-folders, 0444 files, reachable only through ``code/`` itself, 0710 for the sandbox's group) and the
-empty task root a zygote starts in (``code/.empty``, 0755; ``sandbox-empty`` before).
+The extracted code trees under ``code/`` are exempt, because environments read them through bind mounts
+(where only the mounted folder's own mode counts, not the data dir's above it): 0555 folders, 0444 files,
+reachable only through ``code/`` itself (0710 for the sandbox's group), as is the empty task root a zygote
+starts in (``code/.empty``, 0755). Mount points are not walked into (``code/`` is one, see code_volume.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 log = logging.getLogger("kindling.datadir")
 
 UMASK = 0o077
-EMPTY_TASK_ROOT = "sandbox-empty"
 
 
 def make_private(data: Path) -> list[tuple[str, int, int]]:
@@ -48,7 +47,7 @@ def make_private(data: Path) -> list[tuple[str, int, int]]:
             dirs.clear()  # extracted trees keep their read-only modes: code/ itself is what guards them
         for name in list(dirs):
             path = os.path.join(folder, name)
-            if os.path.ismount(path) or (folder == top and name == EMPTY_TASK_ROOT):
+            if os.path.ismount(path):
                 dirs.remove(name)
             elif folder == top and name == "code":  # the code store sets its mode: 0710 for the sandbox's group
                 tighten(path, stat.S_IMODE(os.lstat(path).st_mode) & 0o710)

@@ -123,7 +123,7 @@ def _loose(data: Path) -> list[str]:
         for name in dirs:
             path = Path(folder, name)
             mode = stat.S_IMODE(path.lstat().st_mode)
-            if name != "sandbox-empty" and name != "code" and not path.is_symlink() and mode & 0o077:
+            if name != "code" and not path.is_symlink() and mode & 0o077:
                 found.append(f"{path} {mode:o}")
         for name in files:
             path = Path(folder, name)
@@ -180,6 +180,12 @@ def test_the_data_dir_is_private_and_an_old_one_is_tightened(hostile_server: Ser
             assert _loose(data) == []
             for f in ("kindling.db", "kindling.db-wal", "credentials.json"):
                 assert stat.S_IMODE((data / f).stat().st_mode) == 0o600, f
+            # the code store, as the server sees it (its own filesystem, mounted in its own mount namespace)
+            assert srv.proc is not None
+            code = Path(f"/proc/{srv.proc.pid}/root{data}/code")
+            assert stat.S_IMODE(code.stat().st_mode) in (0o700, 0o710)
+            zips = list(code.glob("*.zip"))
+            assert zips and all(stat.S_IMODE(z.stat().st_mode) == 0o400 for z in zips)
         finally:
             srv.stop()
     # and the hostile server's own data dir, written by this Kindling from the start, is private
