@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kindling import credentials
+import os
+
+from kindling import credentials, datadir
 from kindling.frontend import presign
 from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
@@ -19,6 +21,7 @@ from kindling.sandbox import make_backend
 from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
 from kindling.settings import Settings
+from kindling.store import code_volume
 from kindling.store.code import CodeStore
 from kindling.store.concurrency import ConcurrencyStore
 from kindling.store.db import open_engine
@@ -30,17 +33,20 @@ class Kindling:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data = settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        runtimes = Runtimes(settings.runtimes)
+        runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
+        datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
         self.engine = open_engine(data)
+        if settings.sandbox != "process":
+            code_volume.mount(data)  # binds of code into environments show no host path
         self.code = CodeStore(data / "code")
+        self.code.make_private(settings.sandbox_gid if os.geteuid() == 0 else None)
         self.logs = LogStore(data / "logs", settings.log_retention_days,
                              LogLimits.from_mb(settings.log_rate_mb, settings.log_burst_mb, settings.log_group_max_mb))
         self.logs_service = LogsService(self.logs, settings.region, settings.account_id)  # the CloudWatch Logs API
         self.url_secret = presign.load_secret(data)
         # the key pair API requests must be signed with; created_credentials: made just now, show it once
         self.credentials, self.created_credentials = credentials.load(settings)
-        runtimes = Runtimes(settings.runtimes)
-        runtimes.precompile()
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
@@ -72,13 +78,15 @@ class Kindling:
     def _start_zygotes(self) -> None:
         """A zygote per Python runtime here, so even a function's first cold start is a fork."""
         runtimes = self.functions.runtimes
-        empty = self.settings.data_path / "sandbox-empty"
+        empty = self.code.root / ".empty"  # on the code store's own filesystem: its bind shows no host path
         empty.mkdir(exist_ok=True)
+        empty.chmod(0o755)  # the zygote's task root: its runtime, an unprivileged user, starts in it
         argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir) for r in PYTHONS if runtimes.available(r)}
         self.scheduler.templates.start_zygotes(argv, str(empty), str(self.code.root))
 
     async def start(self) -> None:
         tracing.configure(self.settings.otlp_endpoint)
+        self.functions.code_worker.start()
         self.logs.start()  # retention
         self.scheduler.start()
         self._start_zygotes()
@@ -90,6 +98,7 @@ class Kindling:
         await self.provisioned.stop()
         await self.scheduler.stop()
         self.backend.close()
+        self.functions.code_worker.close()
         self.logs.stop()
         tracing.shutdown()
         self.engine.dispose()

@@ -153,7 +153,7 @@ def test_exec_bit_preserved_and_tree_read_only(store: CodeStore) -> None:
     assert stat.S_IMODE((root / "lib/data.txt").stat().st_mode) == 0o444
     assert stat.S_IMODE((root / "lib").stat().st_mode) == 0o555
     assert stat.S_IMODE(root.stat().st_mode) == 0o555
-    assert stat.S_IMODE(store.zip_path(info.key).stat().st_mode) == 0o444
+    assert stat.S_IMODE(store.zip_path(info.key).stat().st_mode) == 0o400
 
 
 def test_zip_without_unix_modes(store: CodeStore) -> None:

@@ -105,7 +105,8 @@ def test_reserved_one_throttles_the_second_concurrent_invoke(lam, create_functio
 
 
 def test_account_limit_and_memory_budget(tmp_path: Path):
-    srv = Server(tmp_path / "data", concurrency_limit="2", memory_budget_mb="384").start()
+    # templates off: no zygotes or templates, which count in the budget too (test_hostile_control.py)
+    srv = Server(tmp_path / "data", concurrency_limit="2", memory_budget_mb="384", templates="off").start()
     try:
         lam = srv.client()
         names = []

@@ -39,11 +39,11 @@ def _client_context(value: str) -> str:
 
 
 HANDLERS: dict[str, Handler] = {
-    "CreateFunction": _sync(lambda k, p: k.functions.create(p)),
+    "CreateFunction": lambda k, call: k.functions.create_async(call.params),  # extraction off the event loop
     "GetFunction": _get_function,
     "GetFunctionConfiguration": _sync(lambda k, p: k.functions.get_configuration(p)),
     "ListFunctions": _sync(lambda k, p: k.functions.list(p)),
-    "UpdateFunctionCode": _sync(lambda k, p: k.functions.update_code(p)),
+    "UpdateFunctionCode": lambda k, call: k.functions.update_code_async(call.params),
     "UpdateFunctionConfiguration": _sync(lambda k, p: k.functions.update_configuration(p)),
     "DeleteFunction": _sync(lambda k, p: k.functions.delete(p)),
     "PublishVersion": _sync(lambda k, p: k.functions.publish(p)),

@@ -16,7 +16,7 @@ from kindling.functions import config as cfg
 from kindling.runtimes.registry import Runtimes
 from kindling.settings import Settings
 from kindling.store.aliases import AliasStore
-from kindling.store.code import CodeStore
+from kindling.store.code import CodeInfo, CodeStore, CodeWorker
 from kindling.store.functions import LATEST, AlreadyExists, Conflict, FunctionRecord, FunctionStore
 from kindling.store.versions import VersionStore
 
@@ -40,6 +40,11 @@ class FunctionService:
         self.version_listeners: list[Callable[[str, str | None], None]] = []
         # name after any of the above: the whole function's environments (kept until the scheduler listens per version)
         self.listeners: list[Callable[[str], None]] = []
+        # Uploads are validated and extracted in a worker process, off the event loop. While one is in flight its
+        # code is on disk before any version refers to it: garbage collection waits until none is.
+        self.code_worker = CodeWorker(code)
+        self._uploading = 0
+        self._garbage_waiting = False
 
     # -- names --------------------------------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -88,22 +93,47 @@ class FunctionService:
 
     # -- code ---------------------------------------------------------------------------------------
     def _store_code(self, code: dict[str, Any]) -> dict[str, Any]:
-        if any(code.get(k) for k in ZIP_ONLY):
-            raise errors.InvalidParameterValueException(
-                "Kindling has no object storage yet: upload the code as ZipFile instead of S3Bucket/S3Key/ImageUri.")
-        zip_bytes = code.get("ZipFile")
-        if not zip_bytes:
-            raise errors.InvalidParameterValueException("Please provide a source for function code.")
-        info = self.code.put(zip_bytes)
-        return {"CodeSha256": info.sha256, "CodeSize": info.size, "key": info.key}
+        return _code_members(self.code.put(_zip_bytes(code)))
+
+    async def _upload(self, code: dict[str, Any]) -> dict[str, Any]:
+        """_store_code in the code worker; the caller holds ``self._uploading`` until a version refers to it."""
+        return _code_members(await self.code_worker.put(_zip_bytes(code)))
+
+    def _uploaded(self) -> None:
+        self._uploading -= 1
+        if not self._uploading and self._garbage_waiting:
+            self.collect_garbage()
 
     def collect_garbage(self) -> None:
-        """Remove code no version refers to any more."""
-        for key in self.code.keys() - self.store.code_keys_in_use():
-            self.code.delete(key)
+        """Remove code no version refers to any more (in the code worker when serving, else now)."""
+        if self._uploading:
+            self._garbage_waiting = True  # an upload's code may not be referred to yet
+            return
+        self._garbage_waiting = False
+        garbage = self.code.keys() - self.store.code_keys_in_use()
+        if not garbage:
+            return
+        try:
+            self.code_worker.delete_later(garbage)
+        except RuntimeError:  # no event loop: a direct caller
+            for key in garbage:
+                self.code.delete(key)
 
     # -- operations ---------------------------------------------------------------------------------
     def create(self, p: dict[str, Any]) -> dict[str, Any]:
+        name = self._check_create(p)
+        return self._create(name, p, self._store_code(p["Code"]))
+
+    async def create_async(self, p: dict[str, Any]) -> dict[str, Any]:
+        """CreateFunction with the upload's extraction off the event loop."""
+        name = self._check_create(p)
+        self._uploading += 1
+        try:
+            return self._create(name, p, await self._upload(p["Code"]))
+        finally:
+            self._uploaded()
+
+    def _check_create(self, p: dict[str, Any]) -> str:
         name, qualifier = self.resolve(p["FunctionName"])
         if qualifier:
             raise errors.InvalidParameterValueException("Function name cannot contain a qualifier when creating.")
@@ -119,7 +149,9 @@ class FunctionService:
         cfg.check_environment(p.get("Environment"))
         if self.store.get(name) is not None:  # before storing code: a conflict leaves nothing behind
             raise errors.ResourceConflictException(f"Function already exist: {name}")
-        code = self._store_code(p["Code"])
+        return name
+
+    def _create(self, name: str, p: dict[str, Any], code: dict[str, Any]) -> dict[str, Any]:
         config = cfg.new_configuration(p, self.arn(name), code, self.settings.region)
         try:
             rec = self.store.create(name, config, code["key"], dict(p.get("Tags") or {}))
@@ -180,14 +212,27 @@ class FunctionService:
         return cfg.as_returned_after_update(new.config)
 
     def update_code(self, p: dict[str, Any]) -> dict[str, Any]:
-        def change(rec: FunctionRecord) -> tuple[dict[str, Any], str]:
-            code = self._store_code(p)
-            config = {**rec.config, "CodeSha256": code["CodeSha256"], "CodeSize": code["CodeSize"],
-                      "LastModified": cfg.lambda_timestamp()}
-            if p.get("Architectures"):
-                config["Architectures"] = p["Architectures"]
-            return config, code["key"]
-        return self._update(p, change)
+        return self._update(p, lambda rec: self._new_code(rec, p, self._store_code(p)))
+
+    async def update_code_async(self, p: dict[str, Any]) -> dict[str, Any]:
+        """UpdateFunctionCode with the upload's extraction off the event loop."""
+        rec = self.record(self.unqualified(p["FunctionName"]))  # answer these before the upload is extracted
+        if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
+            raise errors.PreconditionFailedException(STALE_REVISION)
+        self._uploading += 1
+        try:
+            code = await self._upload(p)
+            return self._update(p, lambda rec: self._new_code(rec, p, code))
+        finally:
+            self._uploaded()
+
+    @staticmethod
+    def _new_code(rec: FunctionRecord, p: dict[str, Any], code: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        config = {**rec.config, "CodeSha256": code["CodeSha256"], "CodeSize": code["CodeSize"],
+                  "LastModified": cfg.lambda_timestamp()}
+        if p.get("Architectures"):
+            config["Architectures"] = p["Architectures"]
+        return config, code["key"]
 
     def update_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
         def change(rec: FunctionRecord) -> tuple[dict[str, Any], str]:
@@ -296,6 +341,20 @@ class FunctionService:
                              "UnreservedConcurrentExecutions": concurrency_limit},
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
+
+
+def _zip_bytes(code: dict[str, Any]) -> bytes:
+    if any(code.get(k) for k in ZIP_ONLY):
+        raise errors.InvalidParameterValueException(
+            "Kindling has no object storage yet: upload the code as ZipFile instead of S3Bucket/S3Key/ImageUri.")
+    zip_bytes = code.get("ZipFile")
+    if not zip_bytes:
+        raise errors.InvalidParameterValueException("Please provide a source for function code.")
+    return bytes(zip_bytes)
+
+
+def _code_members(info: CodeInfo) -> dict[str, Any]:
+    return {"CodeSha256": info.sha256, "CodeSize": info.size, "key": info.key}
 
 
 def _checked_marker(version: str) -> str:

@@ -39,7 +39,8 @@ class IsolatedBackend:
         mount_point.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen([sys.executable, "-m", "kindling.sandbox.spawner", str(theirs.fileno())],
-                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                        umask=0o022)  # what it writes into environments' roots is for them to read
         theirs.close()
         ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
@@ -50,7 +51,9 @@ class IsolatedBackend:
         self.requests = 0
         self.exits: dict[int, Callable[[int], None]] = {}
         self.early_exits: dict[int, int] = {}
+        self.orphans: dict[int, Cgroup] = {}  # environments made for a request whose asker gave up: killed
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._writable: asyncio.Future[None] | None = None
 
     def _listen(self) -> None:
         if self.loop is None:
@@ -74,10 +77,12 @@ class IsolatedBackend:
             doc = json.loads(msg)
             if "exit" in doc:
                 callback = self.exits.pop(doc["exit"], None)
-                if callback is None:
-                    self.early_exits[doc["exit"]] = doc["code"]
-                else:
+                if callback is not None:
                     callback(doc["code"])
+                elif doc["exit"] in self.orphans:
+                    self.orphans.pop(doc["exit"]).destroy()
+                else:
+                    self.early_exits[doc["exit"]] = doc["code"]
             else:
                 fut = self.waiting.pop(doc["req"], None)  # type: ignore[arg-type]
                 if fut is not None and not fut.done():
@@ -85,21 +90,68 @@ class IsolatedBackend:
                 else:
                     for fd in fds:
                         os.close(fd)
+                    self._orphan(doc)
+
+    def _orphan(self, doc: dict) -> None:
+        """An environment made for a request nobody awaits any more (it was cancelled): kill it."""
+        if not doc.get("ok") or "pid" not in doc:
+            return
+        pid, cgroup = doc["pid"], Cgroup(doc["cgroup"], create=False)
+        try:
+            cgroup.freeze(False)
+            os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: the kernel kills the rest
+        except OSError:
+            pass
+        if self.early_exits.pop(pid, None) is None:
+            self.orphans[pid] = cgroup  # removed once the spawner has reaped it
+        else:
+            cgroup.destroy()
+
+    async def _send(self, payload: bytes, fds: list[int]) -> None:
+        """Send one message, waiting (without blocking the loop) while the spawner's socket is full."""
+        while True:
+            try:
+                socket.send_fds(self.sock, [payload], fds)
+                return
+            except BlockingIOError:  # EAGAIN: the spawner has not read its backlog yet
+                await asyncio.shield(self._until_writable())
+
+    def _until_writable(self) -> asyncio.Future[None]:
+        """One future, shared by every sender waiting, done when the socket can take a message again."""
+        assert self.loop is not None
+        if self._writable is None or self._writable.done():
+            fut = self._writable = self.loop.create_future()
+
+            def ready() -> None:
+                assert self.loop is not None
+                self.loop.remove_writer(self.sock.fileno())
+                if not fut.done():
+                    fut.set_result(None)
+            self.loop.add_writer(self.sock.fileno(), ready)
+        return self._writable
 
     async def _ask(self, spec: dict, fds: list[int]) -> tuple[dict, list[int]]:
-        """Send one request to the spawner (the caller's fds are closed here) and await its answer."""
+        """Send one request to the spawner (the caller's fds are closed here) and await its answer.
+
+        Nothing is left behind whatever fails or is cancelled: the waiting entry goes, and an environment the
+        spawner makes for a request nobody awaits any more is killed when its answer comes."""
         self._listen()
         assert self.loop is not None
         self.requests += 1
-        spec = {**spec, "req": self.requests}
+        req = self.requests
+        spec = {**spec, "req": req}
         fut: asyncio.Future[tuple[dict, list[int]]] = self.loop.create_future()
-        self.waiting[self.requests] = fut
+        self.waiting[req] = fut
         try:
-            socket.send_fds(self.sock, [json.dumps(spec).encode()], fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        doc, got = await fut
+            try:
+                await self._send(json.dumps(spec).encode(), fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            doc, got = await fut
+        except BaseException:
+            self.waiting.pop(req, None)
+            raise
         if not doc["ok"]:
             for fd in got:
                 os.close(fd)

@@ -6,11 +6,14 @@ Cold starts coalesce: a version starts a new environment only while it has
 more waiting invokes than environments starting, and whichever environment
 comes free first (a new one, or a warm one finishing) serves the oldest
 waiter. New environments must fit in the memory budget (the sum of their
-MemorySize); idle environments are reclaimed least recently used first to make
-room, and an invoke that cannot get room is throttled rather than left
-waiting. A changed version bumps its generation: idle environments of the old
-one are shut down at once, busy ones as soon as they finish. Environments idle
-past the keep-alive are reclaimed by a periodic reaper.
+MemorySize, plus each template's MemorySize and ZYGOTE_MB per zygote); idle
+environments and idle templates are reclaimed least recently used first to make
+room (zygotes last), and an invoke that cannot get room is throttled rather than
+left waiting. A template is made only when it fits without reclaiming anything,
+and at most TEMPLATES_MAKING at once.
+A changed version bumps its generation: idle environments of the old one are
+shut down at once, busy ones as soon as they finish. Environments idle past the
+keep-alive are reclaimed by a periodic reaper.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from kindling.scheduler.templates import Templates
 log = logging.getLogger("kindling.scheduler")
 
 Key = tuple[str, str, str]
+# What a zygote (a runtime before any init, with the spare clone forked from it) is counted as: it runs no
+# tenant code and holds 3-8 MB; it is limited by its own cgroup, not by a function's MemorySize.
+ZYGOTE_MB = 32
+# Templates made at once, in the background: each runs its function's init in the spawner, ahead of cold starts.
+TEMPLATES_MAKING = 2
 
 
 class VersionPool:
@@ -58,6 +66,8 @@ class Scheduler:
         self.provisioned: dict[tuple[str, str], int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.cold_starts = 0
+        self._template_mb: dict[Key, int] = {}  # templates made or being made: the MemorySize they count as
+        self._template_used: dict[Key, float] = {}  # when each last made an environment
 
     # -- the invoke path ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -105,6 +115,8 @@ class Scheduler:
         env.template = self.templates.get(fn)
         if env.template is None:
             env.zygote = self.templates.zygote(fn)
+        else:
+            self._template_used[fn.key] = time.monotonic()
         self.environments.add(env)
         self._born[env] = self.generation[fn.name, fn.version]
         pool.starting += 1
@@ -154,7 +166,21 @@ class Scheduler:
         else:
             self._hand_over(env, pool)
             if env.template is None:
-                self.templates.ensure(env.fn)  # init has run: later cold starts can fork from a template
+                self._ensure_template(env.fn)  # init has run: later cold starts can fork from a template
+
+    def _ensure_template(self, fn: FunctionVersion) -> None:
+        """Have a template of ``fn`` made if it fits in the memory left: a template never displaces anything."""
+        key, need = fn.key, int(fn.config["MemorySize"])
+        if key in self.templates.ready or key in self.templates.pending:
+            return
+        if len(self.templates.pending) >= TEMPLATES_MAKING:
+            return  # a later release tries again: a burst of new functions must not queue an init each
+        if self.memory_budget_mb - self.memory_in_use_mb() < need:
+            return
+        self.templates.ensure(fn)
+        if key in self.templates.pending:
+            self._template_mb[key] = need
+            self._template_used[key] = time.monotonic()
 
     # -- provisioned concurrency --------------------------------------------------------------------
     async def provision(self, fn: FunctionVersion, count: int) -> int:
@@ -218,22 +244,47 @@ class Scheduler:
 
     # -- memory -------------------------------------------------------------------------------------
     def memory_in_use_mb(self) -> int:
+        """What the budget holds: environments, templates (made or being made) and zygotes."""
+        return self.environments_mb() + self.templates_mb()
+
+    def environments_mb(self) -> int:
         return sum(int(e.fn.config["MemorySize"]) for e in self.environments)
 
+    def templates_mb(self) -> int:
+        t = self.templates
+        made = sum(self._template_mb.get(k, 0) for k in t.ready.keys() | t.pending)
+        return made + ZYGOTE_MB * len(t.zygotes)
+
     def _make_room(self, need_mb: int) -> None:
-        """Reclaim idle environments, least recently used first, until ``need_mb`` fits; else throttle."""
+        """Reclaim idle environments and templates, least recently used first, then zygotes, until ``need_mb``
+        fits; else throttle."""
         free = self.memory_budget_mb - self.memory_in_use_mb()
         if free >= need_mb:
             return
-        idle = sorted((e for p in self.pools.values() for e in p.idle if not e.pinned), key=lambda e: e.last_used)
-        for env in idle:
+        idle: list[tuple[float, ExecutionEnvironment | Key]] = [
+            (e.last_used, e) for p in self.pools.values() for e in p.idle if not e.pinned]
+        idle += [(self._template_used.get(k, 0.0), k) for k in self.templates.ready]
+        for _, what in sorted(idle, key=lambda item: item[0]):
             if free >= need_mb:
                 break
-            self.pools[env.fn.key].idle.remove(env)
-            env.shutdown()
-            self._forget(env)
-            free += int(env.fn.config["MemorySize"])
-            log.info("reclaimed idle environment %s of %s to make room", env.id, env.fn.name)
+            if isinstance(what, ExecutionEnvironment):
+                self.pools[what.fn.key].idle.remove(what)
+                what.shutdown()
+                self._forget(what)
+                free += int(what.fn.config["MemorySize"])
+                log.info("reclaimed idle environment %s of %s to make room", what.id, what.fn.name)
+            else:
+                self.templates.reclaim(what)
+                free += self._template_mb.pop(what, 0)
+                self._template_used.pop(what, None)
+                log.info("reclaimed the template of %s:%s to make room: its cold starts start from a zygote",
+                         what[0], what[1])
+        for runtime, tid in list(self.templates.zygotes.items()):
+            if free >= need_mb:
+                break
+            self.templates.forget_zygote(tid)
+            free += ZYGOTE_MB
+            log.info("reclaimed the zygote of %s to make room: its first cold starts start fresh", runtime)
         if free < need_mb:
             raise throttled("ConcurrentInvocationLimitExceeded")
 
@@ -273,6 +324,9 @@ class Scheduler:
                 reaped += 1
         for key in [k for k, p in self.pools.items() if not (p.idle or p.waiters or p.starting)]:
             del self.pools[key]
+        for key in [k for k in self._template_mb if k not in self.templates.ready and k not in self.templates.pending]:
+            del self._template_mb[key]  # dropped by a change or a failure
+            self._template_used.pop(key, None)
         return reaped
 
     async def _reap_forever(self) -> None:

@@ -100,6 +100,12 @@ class Templates:
         if tid is not None:
             asyncio.get_running_loop().create_task(self._drop(tid))
 
+    def reclaim(self, key: Key) -> None:
+        """Drop a ready template to free its memory for environments; it may be made again when there is room."""
+        tid = self.ready.pop(key, None)
+        if tid is not None:
+            asyncio.get_running_loop().create_task(self._drop(tid))
+
     async def _make(self, fn: FunctionVersion) -> None:
         key, generation = fn.key, self.generation[fn.name, fn.version]
         # An environment object gives the template the same variables and a log stream for init's output.

@@ -10,15 +10,19 @@ streamed. At most ``MAX_ENTRIES`` entries; only stored/deflated, unencrypted ent
 absolute or contain ``..`` are rejected, as are duplicate names. Symlinks (Unix mode S_IFLNK) are kept
 as symlinks when their target is relative and, once the whole tree is extracted, resolves inside the
 task root; any other symlink rejects the zip. Nothing is ever written through a symlink. Files keep
-their executable bit (0o555, else 0o444); directories become 0o555.
+their executable bit (0o555, else 0o444); directories become 0o555: environments read the trees through
+bind mounts, while ``root`` (0710, or 0700) keeps everyone else out. Zips are 0400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import hashlib
 import io
+import logging
+import multiprocessing
 import os
 import re
 import shutil
@@ -27,15 +31,20 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from kindling import errors
 
+log = logging.getLogger("kindling.code")
 MAX_ZIPPED = 52_428_800
 MAX_UNZIPPED = 262_144_000
 MAX_ENTRIES = 100_000
 MAX_LINK_TARGET = 4096
+WORKER_NICE = 10  # uploads are background work: invokes get the CPU first
 _CHUNK = 1 << 20
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _KEY = re.compile(r"[0-9a-f]{64}")
@@ -55,7 +64,20 @@ class CodeInfo:
 class CodeStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def make_private(self, group: int | None) -> None:
+        """``group``: the group environments run as. Code reaches them through bind mounts of its trees, and a
+        zygote's clones find theirs under a bind of ``root`` itself, so ``root`` is 0710 for that group (they
+        may pass through, never list it); without a group (or the right to give it), 0700."""
+        mode = 0o700
+        if group is not None:
+            try:
+                os.chown(self.root, -1, group)
+                mode = 0o710
+            except PermissionError:
+                pass
+        os.chmod(self.root, mode)
 
     def put(self, zip_bytes: bytes) -> CodeInfo:
         """Validate, store and extract a zip; storing the same bytes again is a cheap no-op."""
@@ -82,7 +104,7 @@ class CodeStore:
                 f.write(zip_bytes)
                 f.flush()
                 os.fsync(f.fileno())
-                os.fchmod(f.fileno(), 0o444)
+                os.fchmod(f.fileno(), 0o400)  # served by Kindling only, never read by an environment
             try:
                 os.rename(tmp_tree, tree)
             except OSError:
@@ -115,6 +137,70 @@ class CodeStore:
     def keys(self) -> set[str]:
         names = (n.removesuffix(".zip") for n in os.listdir(self.root))
         return {n for n in names if _KEY.fullmatch(n)}
+
+
+class CodeWorker:
+    """The code store's heavy work (hashing, validating and extracting uploads, removing trees) in one process
+    beside the server, one job at a time and in order, so the event loop never waits on it (a 99,000-entry zip
+    takes seconds) and N hostile uploads queue, each held by its own request, instead of taking N threads.
+
+    In order matters: a tree removed as garbage and the same bytes uploaded again right after cannot cross."""
+
+    def __init__(self, store: CodeStore) -> None:
+        self.store = store
+        self._pool: ProcessPoolExecutor | None = None
+        self._deleting: set[asyncio.Task[None]] = set()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:  # spawn: a fresh interpreter, nothing of the server's sockets or threads
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=os.nice, initargs=(WORKER_NICE,))
+        return self._pool
+
+    async def _run(self, job: Callable[..., object], *args: object) -> object:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), job, *args)
+        except BrokenProcessPool:
+            self._pool = None  # the worker died (killed, out of memory): the next job gets a new one
+            log.error("the code store's worker process died; the next upload starts a new one")
+            raise errors.ServiceException("An internal error occurred.") from None
+
+    def start(self) -> None:
+        """Start the worker ahead of the first upload (an interpreter takes a moment to start)."""
+        self._executor().submit(os.getpid)
+
+    async def put(self, zip_bytes: bytes) -> CodeInfo:
+        info = await self._run(_put, str(self.store.root), zip_bytes)
+        assert isinstance(info, CodeInfo)
+        return info
+
+    def delete_later(self, keys: set[str]) -> None:
+        """Remove these keys' code in the worker, after every job already queued."""
+        task = asyncio.get_running_loop().create_task(self._delete(sorted(keys)))
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
+
+    async def _delete(self, keys: list[str]) -> None:
+        try:
+            await self._run(_delete, str(self.store.root), keys)
+        except Exception:  # noqa: BLE001 - garbage left behind is collected next time
+            log.exception("could not remove unused code %s", keys)
+
+    def close(self) -> None:
+        if self._pool is not None:  # waits for a job under way (seconds at most), so nothing is left half done
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _put(root: str, zip_bytes: bytes) -> CodeInfo:
+    """CodeStore.put, in the worker process."""
+    return CodeStore(Path(root)).put(zip_bytes)
+
+
+def _delete(root: str, keys: list[str]) -> None:
+    store = CodeStore(Path(root))
+    for key in keys:
+        store.delete(key)
 
 
 def _check(key: str) -> str:
