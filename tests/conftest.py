@@ -89,6 +89,13 @@ class Server:
             self.log.close()
 
     @property
+    def code_dir(self) -> Path:
+        """The code store as the server sees it: under root it is an image mounted in the server's own mount
+        namespace (kindling/store/code_volume.py), so the host's view of data_dir/code is empty."""
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/root{self.data_dir.resolve()}/code")
+
+    @property
     def keys(self) -> tuple[str, str]:
         """The (access key id, secret) the server accepts: the given pair, else the one in its data dir."""
         if self.given_keys is not None:

@@ -59,9 +59,10 @@ BAD_ZIPS = {
 def test_bad_zip_is_refused_and_leaves_nothing(lam, server, create_function, kind):
     make, message = BAD_ZIPS[kind]
     bad = make()
-    code_dir = server.data_dir / "code"
+    code_dir = server.code_dir
     existing = create_function()  # a function whose code must survive a refused update
     before = set(code_dir.iterdir())
+    assert before  # the code store as the server sees it, holding the existing function's code
     name = unique()
     with pytest.raises(ClientError) as exc:
         lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",

@@ -100,7 +100,8 @@ CREATE_EXCEPTIONS = [
 @pytest.mark.parametrize(("key", "change"), CREATE_EXCEPTIONS, ids=[c[0] for c in CREATE_EXCEPTIONS])
 def test_create_exceptions_match_aws(lam, server, key, change):
     before = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
-    codes_before = set((server.data_dir / "code").iterdir())
+    codes_before = set(server.code_dir.iterdir())
+    assert codes_before  # the server's view of its code store, not an empty mount point
     args = {"FunctionName": unique(), "Runtime": "python3.12", "Role": ROLE, "Handler": "app.handler",
             "Code": {"ZipFile": make_zip({"app.py": HELLO})}, **change}
     with pytest.raises(ClientError) as exc:
@@ -117,7 +118,7 @@ def test_create_exceptions_match_aws(lam, server, key, change):
         {k for k in expected if k not in ("Error", "ResponseMetadata")}
     # Bad input changes nothing
     assert {f["FunctionName"] for f in lam.list_functions()["Functions"]} == before
-    assert set((server.data_dir / "code").iterdir()) == codes_before
+    assert set(server.code_dir.iterdir()) == codes_before
 
 
 def test_duplicate_create_conflicts(lam, create_function):

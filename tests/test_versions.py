@@ -50,7 +50,7 @@ def call(lam: Any, name: str, qualifier: str | None = None) -> tuple[dict[str, A
 
 
 def code_keys(server: Any) -> set[str]:
-    return {p.stem for p in (server.data_dir / "code").glob("*.zip")}
+    return {p.stem for p in server.code_dir.glob("*.zip")}
 
 
 # -- AWS's recorded tests ---------------------------------------------------------------------------
