@@ -18,6 +18,7 @@ from kindling.observability.logs_service import LogsService
 from kindling.queue.service import EventQueue
 from kindling.runtimes.registry import PYTHONS, Runtimes
 from kindling.sandbox import make_backend
+from kindling.sandbox.isolated import remove_leftovers
 from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
 from kindling.settings import Settings
@@ -37,7 +38,8 @@ class Kindling:
         runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
         datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
         self.engine = open_engine(data)
-        if settings.sandbox != "process":
+        if settings.sandbox != "process" and os.geteuid() == 0:
+            remove_leftovers(data)  # first: what a killed Kindling left running still holds its mount of the code
             code_volume.mount(data)  # binds of code into environments show no host path
         self.code = CodeStore(data / "code")
         self.code.make_private(settings.sandbox_gid if os.geteuid() == 0 else None)

@@ -26,6 +26,17 @@ from kindling.sandbox.cgroups import Cgroup, remove_stale
 from kindling.sandbox.spawner import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT
 
 
+def instance_of(data_dir: Path) -> str:
+    """The name this data dir's cgroups start with."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+
+
+def remove_leftovers(data_dir: Path) -> None:
+    """Kill and remove what a Kindling on the same data dir left running when it was killed outright (frozen
+    environments, templates): they would hold its mounts and memory for ever."""
+    remove_stale(instance_of(data_dir) + "-")
+
+
 class IsolatedBackend:
     name = "isolated"
     task_root: str | None = TASK_ROOT
@@ -33,7 +44,7 @@ class IsolatedBackend:
 
     def __init__(self, data_dir: Path, host_runtime_dir: str, extra_ro: list[str], uid: int, gid: int,
                  pool: int = 2) -> None:
-        instance = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]  # names this data dir's cgroups
+        instance = instance_of(data_dir)
         remove_stale(instance + "-")
         mount_point = data_dir / "sandbox-root"
         mount_point.mkdir(parents=True, exist_ok=True)

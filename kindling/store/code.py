@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import stat
 import struct
 import tempfile
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kindling import errors
+from kindling.sandbox import linux
 
 log = logging.getLogger("kindling.code")
 MAX_ZIPPED = 52_428_800
@@ -139,6 +141,15 @@ class CodeStore:
         return {n for n in names if _KEY.fullmatch(n)}
 
 
+def _worker_start() -> None:
+    """In the worker: below the server's priority, and killed with the server (a worker that outlived a Kindling
+    killed outright would keep its mount of the code store, kindling/store/code_volume.py, for ever)."""
+    os.nice(WORKER_NICE)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the server died before the line above
+        os._exit(0)
+
+
 class CodeWorker:
     """The code store's heavy work (hashing, validating and extracting uploads, removing trees) in one process
     beside the server, one job at a time and in order, so the event loop never waits on it (a 99,000-entry zip
@@ -154,7 +165,7 @@ class CodeWorker:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawn: a fresh interpreter, nothing of the server's sockets or threads
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=os.nice, initargs=(WORKER_NICE,))
+                                             initializer=_worker_start)
         return self._pool
 
     async def _run(self, job: Callable[..., object], *args: object) -> object:

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from kindling.sandbox import linux
@@ -49,6 +50,7 @@ def mount(data: Path) -> bool:
         code.mkdir(mode=0o700, exist_ok=True)
         if not image.exists():
             _make_image(image)
+        _wait_for_the_last_mount(image)
         if any(code.iterdir()):
             _move_into_image(code, image)
         _mount(image, code)
@@ -59,6 +61,21 @@ def mount(data: Path) -> bool:
         log.warning("the code store is a plain folder (%s): environments' mountinfo shows its path", exc)
         return False
     return True
+
+
+def _wait_for_the_last_mount(image: Path, seconds: float = 30.0) -> None:
+    """Wait until no loop device backs ``image`` any more. A Kindling killed just before this one keeps its
+    mount until the last process in its namespace (its spawner, an environment, the code worker) is gone;
+    mounting the same ext4 a second time meanwhile would show this server a stale store (and corrupt it)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        attached = subprocess.run(["losetup", "--associated", str(image)], check=False, timeout=30,
+                                  capture_output=True, text=True).stdout.strip()
+        if not attached:
+            return
+        if time.monotonic() > deadline:
+            raise OSError(f"{image} is still mounted by an earlier Kindling ({attached})")
+        time.sleep(0.05)
 
 
 def _make_image(image: Path) -> None:
