@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import threading
 import time
 import urllib.request
@@ -133,7 +134,10 @@ def test_dev_shm_is_each_environments_own(hostile_server, bystander):
     zygotes = _processes_with_env(b"_KINDLING_ZYGOTE_FD=")
     assert zygotes
     for pid in zygotes:
-        assert not [f for f in os.listdir(f"/proc/{pid}/root/dev/shm") if f.startswith(secret)]
+        try:
+            assert not [f for f in os.listdir(f"/proc/{pid}/root/dev/shm") if f.startswith(secret)]
+        except FileNotFoundError:
+            pass  # gone (another server's)
     # And the only writable mounts an environment sees are its own (/tmp, /dev/shm) and devices
     assert _writable_mounts(seen["mounts"]) <= {"/tmp", "/dev/shm", "/proc", "/dev/null", "/dev/zero", "/dev/full",
                                                "/dev/random", "/dev/urandom"}, seen["mounts"]
@@ -214,4 +218,126 @@ def test_init_that_disables_the_privilege_drop_gets_no_clone(hostile_server, bys
     # And the spawner said why and what happens next, and counted it
     assert "rejected by the spawner's check" in _log(hostile_server)
     assert _metric(hostile_server, "kindling_template_rejected_total") > rejected
+    bystander.check()
+
+
+# -- 3. the spawner never waits on, or believes, a template --------------------------------------------------
+TALKS = {
+    # a message the spawner never expects
+    "garbage": "    os.write(int(os.environ['_KINDLING_TEMPLATE_FD']), b'\\\\xff{\"cloned\": \"x\"}')\n",
+    # messages that look right, without end (bounded here to 20 s)
+    "endless": "    import threading\n"
+               "    def flood(fd=int(os.environ['_KINDLING_TEMPLATE_FD']), end=time.time() + 20):\n"
+               "        while time.time() < end:\n"
+               "            os.write(fd, b'{\"exit\": 4242, \"code\": 0}')\n"
+               "    threading.Thread(target=flood, daemon=True).start()\n",
+    # says it is ready, then never answers again (bounded here to 30 s)
+    "stops answering": "    import socket\n"
+                       "    def serve(fd, zygote=False):\n"
+                       "        ctl = socket.socket(fileno=fd)\n"
+                       "        ctl.send(b'ready')\n"
+                       "        time.sleep(30)\n"
+                       "        os._exit(0)\n"
+                       "    kindling_template.serve = serve\n",
+    # never says anything (bounded here to 30 s)
+    "silent": "    def serve(fd, zygote=False):\n"
+              "        time.sleep(30)\n"
+              "        os._exit(0)\n"
+              "    kindling_template.serve = serve\n",
+}
+PROBE = 'def handler(event, context):\n    return {"ok": True}\n'
+
+
+def _first_cold_start(lam) -> float:
+    """Seconds of a new function's first invoke (a cold start, made by the spawner)."""
+    name = _create(lam, PROBE)
+    start = time.perf_counter()
+    assert _invoke(lam, name) == {"ok": True}
+    took = time.perf_counter() - start
+    lam.delete_function(FunctionName=name)
+    return took
+
+
+@pytest.mark.parametrize("attack", sorted(TALKS))
+def test_a_template_that_talks_nonsense_or_stops_costs_only_its_own_function(hostile_server, bystander, attack):
+    lam = hostile_server.client()
+    baseline = sorted(_first_cold_start(lam) for _ in range(3))[1]
+    rejected = _metric(hostile_server, "kindling_template_rejected_total")
+    # Given a templated function whose init code, in its template, misbehaves on the spawner's socket
+    name = _create(lam, HANDLER + IN_TEMPLATE + TALKS[attack])
+    results = [_invoke(lam, name)]  # its template is made now, in the background
+    # When other functions cold-start meanwhile, and the hostile function itself is invoked, several at once
+    timed: list[float] = []
+    hostile = threading.Thread(target=lambda: results.extend(_burst(lam, name, 3, sleep=0.2) +
+                                                             _burst(lam, name, 4, sleep=0.2)))
+    hostile.start()
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        timed.append(_first_cold_start(lam))
+    hostile.join()
+    # Then their cold starts are as fast as before: the spawner never waited on that template (which would
+    # take seconds); the bounds allow for this shared machine's noise
+    assert statistics.median(timed) <= max(2 * baseline, baseline + 0.5), (baseline, timed)
+    assert max(timed) <= baseline + 2.5, (baseline, timed)
+    # And the hostile function answered every invoke (fresh environments), never from a clone of that template
+    assert len(results) == 8 and not [r for r in results if r["type"] == "snap-start"]
+    if attack != "silent":  # a silent template is dropped by the server after the init timeout
+        deadline = time.monotonic() + 10
+        while _metric(hostile_server, "kindling_template_rejected_total") <= rejected and time.monotonic() < deadline:
+            _burst(lam, name, 3, sleep=0.2)
+        assert _metric(hostile_server, "kindling_template_rejected_total") > rejected
+        assert "it is killed, and cold starts of its version start from the zygote or fresh interpreters" \
+            in _log(hostile_server)
+    time.sleep(1.0)  # the templates of the deleted probe functions, still being made, are dropped
+    bystander.check()
+
+
+# -- 4. a template is frozen between clones, and so is what its init left running ----------------------------
+BURN = ("    import subprocess, sys, threading\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time\\\\nend = time.time() + 60\\\\n"
+        "while time.time() < end: pass', os.environ['MARK']])\n"
+        "    def burn(end=time.time() + 60):\n"
+        "        while time.time() < end: pass\n"
+        "    threading.Thread(target=burn, daemon=True).start()\n")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _find(marker: bytes, where: str = "cmdline") -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / where).read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_an_idle_template_and_what_its_init_left_running_get_no_cpu(hostile_server, bystander):
+    lam = hostile_server.client()
+    mark = f"kindling-burner-{uuid.uuid4().hex[:8]}"
+    # Given a templated function whose init, in its template, starts a CPU-burning process and thread
+    name = _create(lam, HANDLER + IN_TEMPLATE + BURN, Environment={"Variables": {"MARK": mark}})
+    _invoke(lam, name)
+    deadline = time.monotonic() + 15
+    while not (burners := _find(mark.encode())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert burners, "the template's init did not run"
+    _clones(lam, name, 1)  # the template is ready and has made clones
+    time.sleep(0.5)
+    templates = [p for p in _find(f"AWS_LAMBDA_FUNCTION_NAME={name}".encode(), "environ")
+                 if b"_KINDLING_TEMPLATE_FD=" in Path(f"/proc/{p}/environ").read_bytes()]
+    assert templates
+    # When the template is idle for a second
+    before = {pid: _cpu_ticks(pid) for pid in burners + templates}
+    time.sleep(1.0)
+    # Then neither it nor what its init left running got any CPU
+    grown = {pid: _cpu_ticks(pid) - ticks for pid, ticks in before.items()}
+    assert all(g <= 1 for g in grown.values()), grown
+    lam.delete_function(FunctionName=name)
     bystander.check()

@@ -68,6 +68,7 @@ WAKE = 0.2  # seconds a frozen template is thawed for, to reap a clone that exit
 CHECK_GRACE = 0.25  # seconds a clone has to pass once it said it dropped (its template's helper may be exiting)
 POLL = 0.002  # how often a clone that said it dropped its privileges is looked at again until it passes
 MAX_WAITERS = 1024
+MAX_FAILURES = 5  # environments of one template that may exit during their set-up before it is dropped
 SETUP_FAILED = b"kindling: set-up failed: "
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
 
@@ -333,8 +334,9 @@ class Template:
         self.want: verify.Expected | None = None
         self.awake_until = 0.0  # thawed until then so that it reaps an exited clone
         self.messages = 0
+        self.failures = 0
 
-    def expected(self, taken: set[str]) -> verify.Expected:
+    def expected(self, taken: dict[str, int]) -> verify.Expected:
         if self.want is None:
             self.want = verify.Expected(uid=self.cfg.uid, gid=self.cfg.gid, filters=TEMPLATE_FILTERS + 1, cgroup="",
                                         template_ns=verify.namespaces(self.pid),
@@ -375,8 +377,8 @@ class Template:
         try:
             socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "shm_mb": SHM_MB,
                                                    "seccomp": strict_bpf}).encode()], [theirs.fileno()])
-        except OSError as exc:  # BlockingIOError included: a template that does not read its socket
-            raise verify.Rejected(f"could not ask for an environment: {exc}") from None
+        except BlockingIOError:
+            raise verify.Rejected("it does not read its socket") from None
         finally:
             theirs.close()
         return self.spare
@@ -404,6 +406,8 @@ class Template:
         if msg == b"dropped" and spare.host_pid and not spare.dropped and (not self.zygote or spare.go):
             spare.dropped = True
             return
+        if not msg and not flags and spare.dropped:
+            return  # it closed its end: the check (or the deadline) decides
         raise verify.Rejected(f"unexpected message from a clone: {msg[:40]!r}" if msg else "a clone went away")
 
     def message(self) -> dict | bytes | None:
@@ -434,7 +438,7 @@ class Template:
             return doc
         raise verify.Rejected(f"unexpected message from the template: {msg[:40]!r}")
 
-    def check(self, spare: Spare, taken: set[str]) -> bool:
+    def check(self, spare: Spare, taken: dict[str, int]) -> bool:
         """Check, from outside, every task of the spare's cgroup not checked yet; whether all passed.
         Raises Rejected once the deadline has passed (a task may still be on its way out or dropping)."""
         want = self.expected(taken)
@@ -568,6 +572,7 @@ class Spawner:
         self.strict_bpf = seccomp.bpf(self.filter).hex()
         self.pool: list[Shell] = []
         self.templates: dict[str, Template] = {}
+        self.retired: dict[str, Template] = {}  # dropped, frozen until their last clone exits
         self.rejected: dict[str, str] = {}  # template → why it was killed (asked for by the clones Kindling wants)
         self.runtimes: dict[int, Cgroup] = {}
         self.taken: dict[int, set[str]] = {}  # a live clone's host PID → its namespaces
@@ -719,15 +724,18 @@ class Spawner:
         if t.waiters:
             self.begin_spare(t)
 
-    def taken_namespaces(self, pid: int) -> set[str]:
-        return set().union(*(ns for host, ns in self.taken.items() if host != pid))
+    def taken_namespaces(self, pid: int) -> dict[str, int]:
+        """The namespaces of other live clones (the check looks again at one it finds in common: the
+        kernel reuses the number of a namespace that is gone)."""
+        return {ns: host for host, names in self.taken.items() if host != pid for ns in names}
 
     def reject(self, t: Template, reason: str, hostile: bool = True) -> None:
         """Kill a template that broke the rules; cold starts of its version fall back (Templates.forget)."""
         kind = "zygote" if t.zygote else "template"
         print(f"kindling spawner: {kind} {t.id} {REJECTED if hostile else 'failed'} ({reason}): it is killed, "
               f"and cold starts of its {'runtime' if t.zygote else 'version'} start "
-              f"{'fresh interpreters' if t.zygote else 'from the zygote or fresh interpreters'}", file=sys.stderr)
+              f"{'fresh interpreters' if t.zygote else 'from the zygote or fresh interpreters'}",
+              file=sys.stderr) if hostile or t.ready else None  # a failed init is Kindling's to report
         error = f"{kind} {t.id} {REJECTED if hostile else 'failed'}: {reason}"
         if hostile:
             self.rejected[t.id] = reason
@@ -735,24 +743,45 @@ class Spawner:
                 self.rejected.pop(next(iter(self.rejected)))
         if self.templates.get(t.id) is t:
             del self.templates[t.id]
+        self.drop_template(t, error)
+
+    def drop_template(self, t: Template, error: str = "") -> None:
+        """Stop using a template: requests waiting on it fail, its spare and what its init left running are
+        killed. The template itself (PID 1 of the PID namespace its clones' namespaces are nested in: they
+        would die with it) stays frozen until its last clone has exited (``retired``)."""
         waiting = [spec["req"] for spec, _ in t.waiters]
         if t.spare is not None and t.spare.go is not None:
             waiting.append(t.spare.go[0])
         if not t.ready:
             waiting.append(t.req)
-        self.drop_template(t)
-        for req in waiting:
-            self.answer(req, {"ok": False, "error": error})
-
-    def drop_template(self, t: Template) -> None:
         for sock in (t.ctl, t.spare.sock if t.spare is not None else None):
             try:
                 self.sel.unregister(sock)  # type: ignore[arg-type]
             except (KeyError, ValueError):
                 pass
-        for group in t.discard():
-            group.kill()
-            self.leftover.append(group)
+        live = [host for host in t.clones.values() if host in self.pidfds]
+        if t.spare is not None:
+            if t.spare.host_pid in live:
+                live.remove(t.spare.host_pid)
+            t.spare.close()
+            t.spare.cgroup.kill()
+            self.leftover.append(t.spare.cgroup)
+            t.spare = None
+        if live and t.next is not None:
+            for _, fd in t.waiters:
+                _close(fd)
+            t.waiters.clear()
+            t.cgroup.kill()
+            self.leftover.append(t.cgroup)
+            t.thaw(False)
+            t.awake_until = 0.0
+            self.retired[t.id] = t
+        else:
+            for group in t.discard():
+                group.kill()
+                self.leftover.append(group)
+        for req in waiting:
+            self.answer(req, {"ok": False, "error": error or f"template {t.id} was dropped"})
 
     def from_template(self, t: Template) -> None:
         """A template said something: ready, a clone's PID in its namespace, or a clone's exit status."""
@@ -788,13 +817,33 @@ class Spawner:
             self.exited(host, code)
         elif host in self.runtimes:
             self.unreported[host] = time.monotonic() + WAKE
-        if self.templates.get(t.id) is t:
-            if t.spare is not None and t.spare.host_pid == host:
-                self.reject(t, "its clone exited before it was used", hostile=t.spare.go is not None)
+        if self.retired.get(t.id) is t:
+            if not [h for h in t.clones.values() if h in self.pidfds]:  # its last clone: it can go now
+                del self.retired[t.id]
+                for group in t.discard():
+                    group.kill()
+                    self.leftover.append(group)
                 return
-            if t.next is not None and (t.spare is None or t.spare.moved):
-                t.thaw(True)
-                t.awake_until = time.monotonic() + WAKE
+        elif self.templates.get(t.id) is not t:
+            return
+        spare = t.spare
+        if spare is not None and spare.host_pid == host:  # the environment being made, or set up, exited
+            self.sel.unregister(spare.sock)
+            spare.close()
+            spare.cgroup.kill()
+            self.leftover.append(spare.cgroup)
+            t.spare = None
+            t.failures += 1
+            if spare.go is not None:  # e.g. its function's code was deleted meanwhile: that request fails
+                self.answer(spare.go[0], {"ok": False, "error": "the environment exited during its set-up"})
+            if t.failures > MAX_FAILURES:
+                self.reject(t, f"{t.failures} environments exited during their set-up", hostile=False)
+                return
+            if t.waiters:
+                self.begin_spare(t)
+        if t.next is not None and (t.spare is None or t.spare.moved):
+            t.thaw(True)
+            t.awake_until = time.monotonic() + WAKE
 
     def exited(self, host: int, code: int) -> None:
         self.unreported.pop(host, None)
@@ -805,6 +854,12 @@ class Spawner:
         """Deadlines: spares not made or checked in time, templates to freeze again, exits not reported.
         Returns how soon to look again."""
         now, wait = time.monotonic(), None
+        for t in list(self.retired.values()):
+            if t.awake_until and now >= t.awake_until:
+                t.awake_until = 0.0
+                t.thaw(False)
+            elif t.awake_until:
+                wait = _sooner(wait, t.awake_until - now)
         for t in list(self.templates.values()):
             spare = t.spare
             if spare is not None and not spare.verified:
@@ -866,7 +921,7 @@ class Spawner:
         """Kill everything this spawner made, reap it, and only then remove the cgroups (a cgroup with
         a zombie in it cannot be removed)."""
         groups = list(self.runtimes.values()) + [shell.cgroup for shell in self.pool] + self.leftover
-        for t in self.templates.values():
+        for t in list(self.templates.values()) + list(self.retired.values()):
             groups += t.discard()
         for shell in self.pool:
             shell.discard()

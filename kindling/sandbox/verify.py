@@ -41,7 +41,7 @@ class Expected:
     template_ns: dict[str, str]  # a clone shares only the user namespace with its template
     template_dev: dict[str, int]  # and none of its writable filesystems
     v2: bool = False  # a unified hierarchy: the group is the "0::" line
-    taken: set[str] = field(default_factory=set)  # namespaces of other live environments
+    taken: dict[str, int] = field(default_factory=dict)  # namespaces of other live environments → one's PID
 
 
 def tasks(procs_files: list[str]) -> set[int]:
@@ -84,13 +84,21 @@ def check_task(tid: int, want: Expected) -> dict[str, str] | None:
     if ns["user"] != want.template_ns["user"]:
         problems.append("user namespace")
     problems += [f"{name} namespace" for name in NAMESPACES
-                 if ns[name] == want.template_ns[name] or ns[name] in want.taken]
+                 if ns[name] == want.template_ns[name] or _still(want.taken.get(ns[name]), name, ns[name])]
     problems += [path for path, dev_id in dev.items() if dev_id == want.template_dev.get(path)]
     problems += [f"cgroup {ctl or 'v2'}" for _, ctl, path in groups
                  if (set(ctl.split(",")) & CONTROLLERS if ctl else want.v2) and path != want.cgroup]
     if problems:
         raise Rejected(f"task {tid}: " + ", ".join(problems))
     return ns
+
+
+def _still(pid: int | None, name: str, ns: str) -> bool:
+    """Whether process ``pid`` is still in namespace ``ns``."""
+    try:
+        return pid is not None and os.readlink(f"/proc/{pid}/ns/{name}") == ns
+    except OSError:
+        return False
 
 
 def check(procs_files: list[str], want: Expected, known: set[int]) -> tuple[set[int], set[str]]:

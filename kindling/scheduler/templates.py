@@ -73,9 +73,14 @@ class Templates:
 
     def forget_zygote(self, tid: str, error: BaseException | None = None) -> None:
         """A zygote that could not make an environment (``error``, by default the exception being handled):
-        first cold starts of its runtime start fresh interpreters."""
-        if tid in self.zygotes.values():
-            _count_rejection(error if error is not None else sys.exc_info()[1])
+        if the spawner killed it or it is gone, first cold starts of its runtime start fresh interpreters; any
+        other failure was that environment's own (its code deleted meanwhile, say) and the zygote stays."""
+        error = error if error is not None else sys.exc_info()[1]
+        if tid not in self.zygotes.values():
+            return
+        if error is not None and not any(s in str(error) for s in (REJECTED, "no ready template", "was dropped")):
+            return
+        _count_rejection(error)
         for runtime, zid in list(self.zygotes.items()):
             if zid == tid:
                 del self.zygotes[runtime]
