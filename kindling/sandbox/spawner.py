@@ -335,6 +335,7 @@ class Template:
         self.awake_until = 0.0  # thawed until then so that it reaps an exited clone
         self.messages = 0
         self.failures = 0
+        self.made = 0  # clones made: each explains a message or two
 
     def expected(self, taken: dict[str, int]) -> verify.Expected:
         if self.want is None:
@@ -361,7 +362,26 @@ class Template:
 
     def thaw(self, on: bool) -> None:
         assert self.next is not None
-        self.next.freeze(not on)
+        try:
+            self.next.freeze(not on)
+        except OSError as exc:  # its group is gone: so is the template
+            print(f"kindling spawner: template {self.id}: could not {'thaw' if on else 'freeze'} it: {exc}",
+                  file=sys.stderr)
+
+    def kill_spare(self, spare: Spare) -> Cgroup | None:
+        """Kill a spare; returns its group to remove, unless it is still the template's own (the spare was
+        being made: then only what is in the group besides the template is killed)."""
+        spare.close()
+        if spare.moved or spare.cgroup is not self.next:
+            spare.cgroup.kill()
+            return spare.cgroup
+        for pid in verify.tasks(spare.cgroup.procs):
+            if pid != self.pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return None
 
     def start_spare(self, strict_bpf: str) -> Spare:
         """Ask the template for the next environment, in the cgroup it sits in (unlimited while it is made)."""
@@ -482,7 +502,8 @@ class Template:
         groups = [self.cgroup, self.next]
         if self.spare is not None:
             self.spare.close()
-            groups.append(self.spare.cgroup)
+            if self.spare.cgroup is not self.next:
+                groups.append(self.spare.cgroup)
         for _, fd in self.waiters:
             _close(fd)
         self.waiters.clear()
@@ -665,6 +686,7 @@ class Spawner:
             if not _pid_one(spare.host_pid):
                 raise verify.Rejected(f"process {spare.host_pid} is not the first of its own PID namespace")
             t.clones[spare.ns_pid] = spare.host_pid
+            t.made += 1
             try:
                 self.pidfds[spare.host_pid] = fd = os.pidfd_open(spare.host_pid)
             except OSError as exc:
@@ -763,9 +785,8 @@ class Spawner:
         if t.spare is not None:
             if t.spare.host_pid in live:
                 live.remove(t.spare.host_pid)
-            t.spare.close()
-            t.spare.cgroup.kill()
-            self.leftover.append(t.spare.cgroup)
+            if (group := t.kill_spare(t.spare)) is not None:
+                self.leftover.append(group)
             t.spare = None
         if live and t.next is not None:
             for _, fd in t.waiters:
@@ -788,7 +809,7 @@ class Spawner:
         doc = t.message()
         if doc is None:
             return
-        if t.messages > 64 + 4 * len(t.clones):
+        if t.messages > 64 + 4 * t.made:
             raise verify.Rejected("too many messages")
         if doc == b"ready":
             self.begin_spare(t)  # answered once its first clone has passed the check
@@ -829,9 +850,8 @@ class Spawner:
         spare = t.spare
         if spare is not None and spare.host_pid == host:  # the environment being made, or set up, exited
             self.sel.unregister(spare.sock)
-            spare.close()
-            spare.cgroup.kill()
-            self.leftover.append(spare.cgroup)
+            if (dead := t.kill_spare(spare)) is not None:
+                self.leftover.append(dead)
             t.spare = None
             t.failures += 1
             if spare.go is not None:  # e.g. its function's code was deleted meanwhile: that request fails
@@ -870,6 +890,9 @@ class Spawner:
                     self.advance(t, spare)
                 except verify.Rejected as exc:
                     self.reject(t, str(exc))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - that template is dropped, not the spawner
+                    self.reject(t, f"{type(exc).__name__}: {exc}", hostile=False)
                     continue
                 if not spare.verified:  # a clone that said it dropped is looked at often; else its deadline
                     wait = _sooner(wait, POLL if spare.dropped else spare.deadline - now)
@@ -955,7 +978,11 @@ class Spawner:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.fill()
         while True:
-            wait = self.tick()
+            try:
+                wait = self.tick()
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop every cold start
+                print(f"kindling spawner: {exc!r}; it goes on", file=sys.stderr)
+                wait = 0.1
             if self.short():
                 ahead = max(0.0, QUIET - (time.monotonic() - self.last_request))
                 wait = ahead if wait is None else min(wait, ahead)
