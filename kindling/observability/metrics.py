@@ -42,6 +42,10 @@ INIT_DURATION = Histogram("kindling_init_duration_milliseconds", "Init phase of 
                           "(REPORT's Init Duration).", LABELS, buckets=DURATION_BUCKETS, registry=REGISTRY)
 IN_FLIGHT = Gauge("kindling_invocations_in_flight", "Invokes in flight per function, version and alias (the "
                   "per-resource view of ConcurrentExecutions).", LABELS, registry=REGISTRY)
+TEMPLATE_REJECTED = Counter("kindling_template_rejected", "Templates and zygotes killed by the sandbox spawner "
+                            "because a clone failed its check or the template broke the protocol (cold starts "
+                            "of the version then fall back to the zygote or fresh interpreters).",
+                            registry=REGISTRY)
 ProcessCollector(registry=REGISTRY)
 
 

@@ -101,6 +101,12 @@ class Cgroup:
         else:
             os.write(self._freezer, b"FROZEN" if frozen else b"THAWED")
 
+    def release(self) -> None:
+        """Close the freezer file kept open by ``freeze`` (another process takes the group over)."""
+        if self._freezer is not None:
+            os.close(self._freezer)
+            self._freezer = None
+
     def peak_memory_mb(self) -> int:
         if self.v == 2:
             peak = _read_int(self.dirs["all"] / "memory.peak") or _read_int(self.dirs["all"] / "memory.current")

@@ -84,3 +84,12 @@ def capset(caps: int) -> None:
 def prctl_ambient_raise(cap: int) -> None:
     _check(_libc.prctl(47, 2, ctypes.c_ulong(cap), 0, 0), "ambient capability")  # PR_CAP_AMBIENT_RAISE
 
+
+
+def drop_bounding_set(keep: tuple[int, ...] = ()) -> None:
+    """Drop every capability but ``keep`` from the bounding set (needs CAP_SETPCAP): never to be regained."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if cap not in keep:
+            _check(_libc.prctl(24, ctypes.c_ulong(cap), 0, 0, 0), "drop capability")  # PR_CAPBSET_DROP

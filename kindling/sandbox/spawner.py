@@ -38,8 +38,11 @@ import sys
 import time
 import uuid
 
-from kindling.sandbox import linux, seccomp
+import pyseccomp
+
+from kindling.sandbox import linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
+from kindling.sandbox.verify import REJECTED
 
 RUNTIME_API = ("127.0.0.1", 9001)
 TASK_ROOT = "/var/task"
@@ -54,7 +57,19 @@ RO = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linu
 MSG = 1 << 16
 QUIET = 0.05  # seconds without requests before preparing sandboxes ahead
 CLONE_NEWUSER = 0x10000000
-CAPS = (21, 12)  # CAP_SYS_ADMIN, CAP_NET_ADMIN: what a template needs, in its user namespace only
+# CAP_SYS_ADMIN, CAP_NET_ADMIN: what a template needs, in its user namespace only, to make its clones'
+# namespaces; CAP_SETPCAP so that a clone can empty its bounding set.
+CAPS = (21, 12, 8)
+TEMPLATE_FILTERS = 1  # seccomp filters a template's runtime starts with (its clones load the strict one on top)
+SHM_MB = 64  # each environment's own /dev/shm (its pages are charged to the environment's memory)
+SPARE_DEADLINE = 3.0  # seconds a template has to make a clone that passes the check
+DROP_WAIT = 1.0  # seconds a zygote's clone has, after "go", to drop its privileges and pass the check
+WAKE = 0.2  # seconds a frozen template is thawed for, to reap a clone that exited
+CHECK_GRACE = 0.25  # seconds a clone has to pass once it said it dropped (its template's helper may be exiting)
+POLL = 0.002  # how often a clone that said it dropped its privileges is looked at again until it passes
+MAX_WAITERS = 1024
+MAX_FAILURES = 5  # environments of one template that may exit during their set-up before it is dropped
+SETUP_FAILED = b"kindling: set-up failed: "
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
 
 
@@ -197,7 +212,8 @@ def _assemble_root(cfg: Config, root: str) -> None:
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
     os.makedirs(root + "/dev/shm")
-    linux.mount("tmpfs", root + "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777")
+    linux.mount("tmpfs", root + "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={SHM_MB}m,mode=1777")
+    linux.mount("none", root + "/dev", None, RO | linux.MS_NOEXEC)  # a zygote's clones must not share a writable /dev
     linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
@@ -205,6 +221,7 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
     """Bind the code, mount /tmp, pivot into the root, become the function's user, exec the runtime."""
     _pivot(cfg, root, spec, out_fd)
     os.closerange(3, 65536)
+    linux.drop_bounding_set()
     os.setgroups([])
     os.setresgid(cfg.gid, cfg.gid, cfg.gid)
     os.setresuid(cfg.uid, cfg.uid, cfg.uid)
@@ -242,8 +259,35 @@ def _exec(spec: dict, sfilter: object) -> None:
         os._exit(126 if exc.errno == errno.EACCES else 127)
 
 
+class Spare:
+    """A clone being made ahead of need, then waiting for "go" (a zygote's clone also while it drops)."""
+
+    def __init__(self, cgroup: Cgroup, sock: socket.socket, deadline: float) -> None:
+        self.cgroup = cgroup
+        self.sock = sock  # to the clone: "api" (+ its socket and credentials), "dropped"; then "go"
+        self.deadline = deadline  # to be made, checked, or (a zygote's) dropped after "go"
+        self.host_pid = 0
+        self.ns_pid = 0  # as the template names it
+        self.listener = -1
+        self.dropped = False
+        self.moved = False  # the template has left its cgroup
+        self.verified = False
+        self.known: set[int] = set()  # tasks that passed the check
+        self.ns: set[str] = set()  # their namespaces
+        self.go: tuple[int, dict] | None = None  # a zygote's clone after "go": the request to answer
+
+    def close(self) -> None:
+        _close(self.listener)
+        self.listener = -1
+        self.sock.close()
+
+
 class Template:
-    """An initialized runtime that environments of one function version are forked from."""
+    """An initialized runtime that environments of one function version are forked from.
+
+    Tenant-controlled from its first instruction (init code runs in it, and its clones start as copies of
+    it): everything it or a clone says is read without blocking, parsed strictly, and believed only as a
+    hint; a clone is used only once the spawner has checked it from outside (kindling.sandbox.verify)."""
 
     def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int) -> None:
         self.cfg = cfg
@@ -262,7 +306,7 @@ class Template:
         theirs.close()
         os.close(out_fd)
         self.ctl = ours
-        self.ctl.settimeout(10)
+        self.ctl.settimeout(10)  # the set-up below is the spawner's own code, before the runtime's exec
         try:
             msg = self.ctl.recv(MSG)
             if not msg.startswith(b"pid:"):
@@ -280,89 +324,175 @@ class Template:
             self.cgroup.destroy()
             self.ctl.close()
             raise
+        self.ctl.setblocking(False)  # from here on, the runtime (and init code) answers
         self.ready = False
-        self.next: Cgroup | None = None
+        self.next: Cgroup | None = None  # the cgroup the template sits in: its next clone's
         self.clones: dict[int, int] = {}  # PID in the template's namespace → host PID
-        self.exits: list[dict] = []  # clone exits read while waiting for something else
         self.tmp_mb = int(spec["tmp_mb"])
-        self.spare: tuple[int, int, Cgroup, socket.socket] | None = None
+        self.spare: Spare | None = None
+        self.waiters: list[tuple[dict, int]] = []  # clone requests waiting for a spare
+        self.want: verify.Expected | None = None
+        self.awake_until = 0.0  # thawed until then so that it reaps an exited clone
+        self.messages = 0
+        self.failures = 0
+        self.made = 0  # clones made: each explains a message or two
+
+    def expected(self, taken: dict[str, int]) -> verify.Expected:
+        if self.want is None:
+            self.want = verify.Expected(uid=self.cfg.uid, gid=self.cfg.gid, filters=TEMPLATE_FILTERS + 1, cgroup="",
+                                        template_ns=verify.namespaces(self.pid),
+                                        template_dev=verify.devices(self.pid), v2=self.cgroup.v == 2)
+        self.want.taken = taken
+        return self.want
 
     def prepare_next(self) -> None:
-        """Move the template into the cgroup its next clone will have (off the cold-start path)."""
+        """Move the template into the cgroup its next clone will have (off the cold-start path), frozen and
+        CPU-limited there until it is asked for a clone. What it forked (during init) stays behind, frozen."""
+        first = self.next is None
         self.next = Cgroup(f"{self.cfg.instance}-{uuid.uuid4().hex[:16]}")
         self.next.set_memory(self.memory_mb)
+        self.next.limit_cpu(self.memory_mb)
+        self.next.freeze(True)  # a task moved into a frozen group is frozen
         for path in self.next.procs:
             with open(path, "w") as f:
                 f.write(str(self.pid))
+        if first:  # init's leftovers: frozen and limited for good (killed with the template)
+            self.cgroup.limit_cpu(self.memory_mb)
+            self.cgroup.freeze(True)
 
-    def make_spare(self, strict_bpf: str) -> None:
-        """Fork the next environment ahead of need: set up, in its own cgroup, waiting for "go"."""
+    def thaw(self, on: bool) -> None:
+        assert self.next is not None
+        try:
+            self.next.freeze(not on)
+        except OSError as exc:  # its group is gone: so is the template
+            print(f"kindling spawner: template {self.id}: could not {'thaw' if on else 'freeze'} it: {exc}",
+                  file=sys.stderr)
+
+    def kill_spare(self, spare: Spare) -> Cgroup | None:
+        """Kill a spare; returns its group to remove, unless it is still the template's own (the spare was
+        being made: then only what is in the group besides the template is killed)."""
+        spare.close()
+        if spare.moved or spare.cgroup is not self.next:
+            spare.cgroup.kill()
+            return spare.cgroup
+        for pid in verify.tasks(spare.cgroup.procs):
+            if pid != self.pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return None
+
+    def start_spare(self, strict_bpf: str) -> Spare:
+        """Ask the template for the next environment, in the cgroup it sits in (unlimited while it is made)."""
         if self.next is None:
             self.prepare_next()
         assert self.next is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        ours.settimeout(10)
+        ours.setblocking(False)
+        self.spare = Spare(self.next, ours, time.monotonic() + SPARE_DEADLINE)
+        self.next.limit_cpu(self.memory_mb, on=False)
+        self.thaw(True)
         try:
-            socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "seccomp": strict_bpf}).encode()],
-                            [theirs.fileno()])
-            theirs.close()
-            msg, anc, _, _ = ours.recvmsg(MSG, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(12))
-            fds, host_pid = [], 0
-            for _level, kind, data in anc:
-                if kind == socket.SCM_RIGHTS:
-                    fds = list(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
-                elif kind == socket.SCM_CREDENTIALS:
-                    host_pid = struct.unpack("iII", data[:12])[0]
-            if msg != b"api" or not fds or not host_pid:
-                for fd in fds:
-                    os.close(fd)
-                raise OSError("the template could not make an environment")
-            while True:  # the template names the clone's PID in its own namespace
-                doc = json.loads(self.ctl.recv(MSG) or b"{}")
-                if "cloned" in doc:
-                    self.clones[doc["cloned"]] = host_pid
-                    break
-                if "exit" in doc:
-                    self.exits.append(doc)
-                else:
-                    raise OSError("the template went away while making an environment")
-        except BaseException:
-            ours.close()
-            raise
-        self.spare = (host_pid, fds[0], self.next, ours)
-        self.next = None
-        self.prepare_next()  # the template leaves the spare's cgroup at once: freezing it must not stop us
-
-    def clone(self, spec: dict, out_fd: int, strict_bpf: str) -> tuple[int, int, Cgroup]:
-        """Put the spare environment to use (making one first if there is none)."""
-        if self.spare is None:
-            self.make_spare(strict_bpf)
-        assert self.spare is not None
-        host_pid, listener, cgroup, go = self.spare
-        self.spare = None
-        fds = [out_fd]
-        try:
-            cgroup.set_memory(int(spec.get("memory_mb", self.memory_mb)))
-            go_msg = {"env": spec["env"], "tmp_mb": spec["tmp_mb"]}
-            if self.zygote:  # the function's code: the clone binds it from the code store, then hides the rest
-                if os.path.dirname(spec["task_root"]) != self.code_root:
-                    raise OSError(f"{spec['task_root']} is not in the code store")
-                go_msg["code"] = os.path.basename(spec["task_root"])
-            socket.send_fds(go, [json.dumps(go_msg).encode()], fds)
-        except BaseException:
-            _close(listener)
-            cgroup.destroy()
-            raise
+            socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "shm_mb": SHM_MB,
+                                                   "seccomp": strict_bpf}).encode()], [theirs.fileno()])
+        except BlockingIOError:
+            raise verify.Rejected("it does not read its socket") from None
         finally:
-            go.close()
-            for fd in fds[1:]:
-                os.close(fd)
-        return host_pid, listener, cgroup
+            theirs.close()
+        return self.spare
+
+    def from_clone(self, spare: Spare) -> None:
+        """The clone said something: "api" once (with its socket and credentials), then "dropped"."""
+        try:
+            msg, anc, flags, _ = spare.sock.recvmsg(MSG, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(12))
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, anc, flags = b"", [], 0
+        fds, creds = [], b""
+        for _level, kind, data in anc:
+            if kind == socket.SCM_RIGHTS:
+                fds += list(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+            elif kind == socket.SCM_CREDENTIALS:
+                creds = data[:12]
+        if msg == b"api" and not spare.host_pid and len(fds) == 1 and len(creds) == 12 and not flags:
+            spare.host_pid = struct.unpack("iII", creds)[0]
+            spare.listener = fds[0]
+            return
+        for fd in fds:
+            os.close(fd)
+        if msg == b"dropped" and spare.host_pid and not spare.dropped and (not self.zygote or spare.go):
+            spare.dropped = True
+            return
+        if not msg and not flags and spare.dropped:
+            return  # it closed its end: the check (or the deadline) decides
+        raise verify.Rejected(f"unexpected message from a clone: {msg[:40]!r}" if msg else "a clone went away")
+
+    def message(self) -> dict | bytes | None:
+        """One message from the template, strictly parsed: b"ready", {"cloned": PID} or {"exit": PID,
+        "code": int}; None if there is none yet. Anything else ends the template."""
+        try:
+            msg, _, flags, _ = self.ctl.recvmsg(MSG)
+        except BlockingIOError:
+            return None
+        except OSError:
+            msg, flags = b"", 0
+        if not msg:
+            raise OSError("it exited" if self.ready else "its init failed")
+        if msg.startswith(SETUP_FAILED) and not self.ready and self.spare is None:
+            raise OSError(msg[len(SETUP_FAILED):].decode(errors="replace"))
+        self.messages += 1
+        if msg == b"ready" and not self.ready and self.spare is None:
+            return msg
+        try:
+            doc = json.loads(msg) if not flags and len(msg) < 200 else None
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and set(doc) == {"cloned"} and _is_int(doc["cloned"]) and doc["cloned"] > 0:
+            if self.spare is not None and not self.spare.ns_pid and self.spare.go is None:
+                return doc
+        elif isinstance(doc, dict) and set(doc) == {"exit", "code"} and _is_int(doc["exit"]) \
+                and _is_int(doc["code"]) and -64 < doc["code"] < 256:
+            return doc
+        raise verify.Rejected(f"unexpected message from the template: {msg[:40]!r}")
+
+    def check(self, spare: Spare, taken: dict[str, int]) -> bool:
+        """Check, from outside, every task of the spare's cgroup not checked yet; whether all passed.
+        Raises Rejected once the deadline has passed (a task may still be on its way out or dropping)."""
+        want = self.expected(taken)
+        want.cgroup = "/kindling/" + spare.cgroup.name
+        spare.deadline = min(spare.deadline, time.monotonic() + CHECK_GRACE)
+        try:
+            known, ns = verify.check(spare.cgroup.procs, want, spare.known)
+        except verify.Rejected:
+            if time.monotonic() > spare.deadline:
+                raise
+            return False
+        except OSError as exc:
+            raise verify.Rejected(f"could not check the environment: {exc}") from None
+        spare.known |= known
+        spare.ns |= ns
+        return True
+
+    def go(self, spare: Spare, spec: dict, out_fd: int) -> None:
+        """Put a spare to use: its memory, its CPU at full speed for its init or restore, then "go"."""
+        spare.cgroup.set_memory(int(spec.get("memory_mb", self.memory_mb)))
+        spare.cgroup.limit_cpu(self.memory_mb, on=False)
+        go_msg = {"env": spec["env"], "tmp_mb": spec["tmp_mb"]}
+        if self.zygote:  # the function's code: the clone binds it from the code store, then hides the rest
+            if os.path.dirname(spec["task_root"]) != self.code_root:
+                raise OSError(f"{spec['task_root']} is not in the code store")
+            go_msg["code"] = os.path.basename(spec["task_root"])
+        try:
+            socket.send_fds(spare.sock, [json.dumps(go_msg).encode()], [out_fd])
+        except OSError as exc:
+            raise verify.Rejected(f"could not start a clone: {exc}") from None
 
     def discard(self) -> list[Cgroup]:
         try:
-            os.kill(self.pid, signal.SIGKILL)  # PID 1 of its namespace: its clones go with it
+            os.kill(self.pid, signal.SIGKILL)  # PID 1 of its namespace: its clones go with it (once thawed)
         except ProcessLookupError:
             pass
         try:
@@ -371,10 +501,46 @@ class Template:
             pass
         groups = [self.cgroup, self.next]
         if self.spare is not None:
-            _close(self.spare[1])
-            self.spare[3].close()
-            groups.append(self.spare[2])
+            self.spare.close()
+            if self.spare.cgroup is not self.next:
+                groups.append(self.spare.cgroup)
+        for _, fd in self.waiters:
+            _close(fd)
+        self.waiters.clear()
         return [g for g in groups if g is not None]  # removed once their processes are reaped
+
+
+def _sooner(wait: float | None, other: float) -> float:
+    return max(0.0, other if wait is None else min(wait, other))
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _pid_one(pid: int) -> bool:
+    """Whether ``pid`` is PID 1 of the innermost PID namespace it is in (NSpid's last field)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next(line for line in f if line.startswith("NSpid:")).split()
+    except (OSError, StopIteration):
+        return False
+    return len(nspid) > 2 and nspid[-1] == "1"
+
+
+def _exit_code(pid: int) -> int | None:
+    """The exit status of a process that has exited but is not reaped yet (/proc/PID/stat's exit_code)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != b"Z" or len(fields) < 50:
+        return None
+    try:
+        return os.waitstatus_to_exitcode(int(fields[49]))
+    except ValueError:
+        return None
 
 
 def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.socket, spec: dict,
@@ -391,6 +557,7 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
         ctl.send(b"maps")
         if ctl.recv(MSG) != b"ok":
             os._exit(126)
+        linux.drop_bounding_set(keep=CAPS)
         keep = ctl.fileno()
         os.set_inheritable(keep, True)
         os.closerange(3, keep)
@@ -407,7 +574,7 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
         _exec(spec, tfilter)
     except BaseException as exc:
         try:
-            ctl.send(f"{type(exc).__name__}: {exc}".encode()[:200])
+            ctl.send(SETUP_FAILED + f"{type(exc).__name__}: {exc}".encode()[:200])
         except OSError:
             pass
         os._exit(126)
@@ -419,10 +586,19 @@ class Spawner:
         self.cfg = cfg
         self.filter = seccomp.build()
         self.template_filter = seccomp.build(template=True)
+        # A template makes namespaces for its clones, never a user namespace: then a clone that dropped every
+        # capability is as confined by the template's filter as by the strict one on top (see verify.py).
+        self.template_filter.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare",
+                                      pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
         self.strict_bpf = seccomp.bpf(self.filter).hex()
         self.pool: list[Shell] = []
         self.templates: dict[str, Template] = {}
+        self.retired: dict[str, Template] = {}  # dropped, frozen until their last clone exits
+        self.rejected: dict[str, str] = {}  # template → why it was killed (asked for by the clones Kindling wants)
         self.runtimes: dict[int, Cgroup] = {}
+        self.taken: dict[int, set[str]] = {}  # a live clone's host PID → its namespaces
+        self.pidfds: dict[int, int] = {}  # a clone's host PID → a pidfd that says when it exits
+        self.unreported: dict[int, float] = {}  # exited clones whose status their template has yet to say
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -454,16 +630,13 @@ class Spawner:
         short = self.short()
         if not short or time.monotonic() - self.last_request < QUIET:
             return
+        if short[0] is not None:
+            self.begin_spare(short[0])
+            return
         try:
-            if short[0] is None:
-                self.pool.append(Shell(self.cfg, self.filter))
-            else:
-                short[0].make_spare(self.strict_bpf)
+            self.pool.append(Shell(self.cfg, self.filter))
         except Exception as exc:
             print(f"kindling spawner: could not prepare a sandbox: {exc!r}", file=sys.stderr)
-            if short[0] is not None:  # a template that cannot make clones is no use
-                self.templates.pop(short[0].id, None)
-                self.drop_template(short[0])
 
     def spawn(self, spec: dict, out_fd: int) -> None:
         shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
@@ -472,6 +645,7 @@ class Spawner:
         self.answer(spec["req"], {"ok": True, "pid": shell.pid, "cgroup": shell.id}, [shell.listener])
         os.close(shell.listener)
 
+    # -- templates: everything they say is checked, nothing they do is waited on ---------------------------
     def template(self, spec: dict, out_fd: int) -> None:
         old = self.templates.pop(spec["template"], None)
         if old is not None:
@@ -481,54 +655,259 @@ class Spawner:
         self.sel.register(t.ctl, selectors.EVENT_READ, t)
 
     def clone(self, spec: dict, out_fd: int) -> None:
+        """Answered now from a checked spare, or once one is made and checked (or the template is rejected)."""
         t = self.templates.get(spec["template"])
         if t is None or not t.ready:
-            raise OSError(f"no ready template {spec['template']}")
-        pid, listener, cgroup = t.clone(spec, out_fd, self.strict_bpf)
-        self.runtimes[pid] = cgroup
-        self.answer(spec["req"], {"ok": True, "pid": pid, "cgroup": cgroup.name}, [listener])
-        os.close(listener)
-        self.clone_exits(t)
+            why = self.rejected.get(spec["template"])
+            raise OSError(f"template {spec['template']} {REJECTED}: {why}" if why else
+                          f"no ready template {spec['template']}")
+        if len(t.waiters) >= MAX_WAITERS:
+            raise OSError(f"too many environments waiting for template {t.id}")
+        t.waiters.append((spec, os.dup(out_fd)))
+        if t.spare is None:
+            self.begin_spare(t)
+        elif t.spare.verified and t.spare.go is None:
+            self.serve_waiter(t, t.spare)
 
-    def drop_template(self, t: Template) -> None:
+    def begin_spare(self, t: Template) -> None:
         try:
-            self.sel.unregister(t.ctl)
-        except (KeyError, ValueError):
-            pass
-        for group in t.discard():
-            group.kill()
-            self.leftover.append(group)
+            spare = t.start_spare(self.strict_bpf)
+        except verify.Rejected as exc:
+            self.reject(t, str(exc))
+            return
+        except OSError as exc:
+            self.reject(t, f"could not make an environment: {exc}", hostile=False)
+            return
+        self.sel.register(spare.sock, selectors.EVENT_READ, ("clone", t, spare))
+
+    def advance(self, t: Template, spare: Spare) -> None:
+        """Take a spare one step further: out of the template's cgroup, checked, then ready or handed out."""
+        if spare.host_pid and spare.ns_pid and not spare.moved:
+            if not _pid_one(spare.host_pid):
+                raise verify.Rejected(f"process {spare.host_pid} is not the first of its own PID namespace")
+            t.clones[spare.ns_pid] = spare.host_pid
+            t.made += 1
+            try:
+                self.pidfds[spare.host_pid] = fd = os.pidfd_open(spare.host_pid)
+            except OSError as exc:
+                raise verify.Rejected(f"its clone went away: {exc}") from None
+            self.sel.register(fd, selectors.EVENT_READ, ("exit", t, spare.host_pid))
+            t.prepare_next()  # the template leaves the spare's cgroup (frozen until it is asked again)
+            spare.moved = True
+        if not spare.moved or spare.verified:
+            return
+        if t.zygote and spare.go is None:
+            spare.verified = True  # only Kindling's code has run in it so far: it is checked after it drops
+        elif spare.dropped:
+            spare.verified = t.check(spare, self.taken_namespaces(spare.host_pid))
+        if not spare.verified:
+            return
+        if spare.go is not None:  # a zygote's clone, checked after it dropped: answer its request
+            req, _ = spare.go
+            self.hand_out(t, spare, req)
+        elif not t.ready:
+            t.ready = True
+            self.answer(t.req, {"ok": True, "template": t.id})
+        if t.spare is spare and t.waiters:
+            self.serve_waiter(t, spare)
+
+    def serve_waiter(self, t: Template, spare: Spare) -> None:
+        spec, out_fd = t.waiters.pop(0)
+        try:
+            if not t.zygote:  # anything it forked since it was checked
+                spare.deadline = 0.0
+                t.check(spare, self.taken_namespaces(spare.host_pid))
+            t.go(spare, spec, out_fd)
+        except verify.Rejected as exc:
+            self.answer(spec["req"], {"ok": False, "error": f"template {t.id} {REJECTED}: {exc}"})
+            self.reject(t, str(exc))
+            return
+        except OSError as exc:  # not in the code store: that request fails, the spare stays
+            self.answer(spec["req"], {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        finally:
+            os.close(out_fd)
+        if t.zygote:  # its clone binds its code and drops now: answered once it says so and passes the check
+            spare.go = (spec["req"], spec)
+            spare.verified = False
+            spare.deadline = time.monotonic() + DROP_WAIT
+            return
+        self.hand_out(t, spare, spec["req"])
+
+    def hand_out(self, t: Template, spare: Spare, req: int) -> None:
+        self.sel.unregister(spare.sock)
+        spare.sock.close()
+        spare.cgroup.release()
+        t.spare = None
+        self.runtimes[spare.host_pid] = spare.cgroup
+        self.taken[spare.host_pid] = spare.ns
+        self.answer(req, {"ok": True, "pid": spare.host_pid, "cgroup": spare.cgroup.name}, [spare.listener])
+        _close(spare.listener)
+        if t.waiters:
+            self.begin_spare(t)
+
+    def taken_namespaces(self, pid: int) -> dict[str, int]:
+        """The namespaces of other live clones (the check looks again at one it finds in common: the
+        kernel reuses the number of a namespace that is gone)."""
+        return {ns: host for host, names in self.taken.items() if host != pid for ns in names}
+
+    def reject(self, t: Template, reason: str, hostile: bool = True) -> None:
+        """Kill a template that broke the rules; cold starts of its version fall back (Templates.forget)."""
+        kind = "zygote" if t.zygote else "template"
+        print(f"kindling spawner: {kind} {t.id} {REJECTED if hostile else 'failed'} ({reason}): it is killed, "
+              f"and cold starts of its {'runtime' if t.zygote else 'version'} start "
+              f"{'fresh interpreters' if t.zygote else 'from the zygote or fresh interpreters'}",
+              file=sys.stderr) if hostile or t.ready else None  # a failed init is Kindling's to report
+        error = f"{kind} {t.id} {REJECTED if hostile else 'failed'}: {reason}"
+        if hostile:
+            self.rejected[t.id] = reason
+            while len(self.rejected) > 1000:
+                self.rejected.pop(next(iter(self.rejected)))
+        if self.templates.get(t.id) is t:
+            del self.templates[t.id]
+        self.drop_template(t, error)
+
+    def drop_template(self, t: Template, error: str = "") -> None:
+        """Stop using a template: requests waiting on it fail, its spare and what its init left running are
+        killed. The template itself (PID 1 of the PID namespace its clones' namespaces are nested in: they
+        would die with it) stays frozen until its last clone has exited (``retired``)."""
+        waiting = [spec["req"] for spec, _ in t.waiters]
+        if t.spare is not None and t.spare.go is not None:
+            waiting.append(t.spare.go[0])
+        if not t.ready:
+            waiting.append(t.req)
+        for sock in (t.ctl, t.spare.sock if t.spare is not None else None):
+            try:
+                self.sel.unregister(sock)  # type: ignore[arg-type]
+            except (KeyError, ValueError):
+                pass
+        live = [host for host in t.clones.values() if host in self.pidfds]
+        if t.spare is not None:
+            if t.spare.host_pid in live:
+                live.remove(t.spare.host_pid)
+            if (group := t.kill_spare(t.spare)) is not None:
+                self.leftover.append(group)
+            t.spare = None
+        if live and t.next is not None:
+            for _, fd in t.waiters:
+                _close(fd)
+            t.waiters.clear()
+            t.cgroup.kill()
+            self.leftover.append(t.cgroup)
+            t.thaw(False)
+            t.awake_until = 0.0
+            self.retired[t.id] = t
+        else:
+            for group in t.discard():
+                group.kill()
+                self.leftover.append(group)
+        for req in waiting:
+            self.answer(req, {"ok": False, "error": error or f"template {t.id} was dropped"})
 
     def from_template(self, t: Template) -> None:
-        """A template said something: ready, a clone's PID, a clone's exit, or it died."""
-        try:
-            msg = t.ctl.recv(MSG)
-        except OSError:
-            msg = b""
-        if msg == b"ready":
-            try:
-                t.make_spare(self.strict_bpf)
-                t.ready = True
-                self.answer(t.req, {"ok": True, "template": t.id})
-            except OSError as exc:
-                self.answer(t.req, {"ok": False, "error": str(exc)})
+        """A template said something: ready, a clone's PID in its namespace, or a clone's exit status."""
+        doc = t.message()
+        if doc is None:
             return
-        if not msg or not msg.startswith(b"{"):  # the template exited (init failed, or killed) or failed set-up
-            if not t.ready:
-                reason = msg.decode(errors="replace") or "the template's init failed"
-                self.answer(t.req, {"ok": False, "error": reason})
-            self.templates.pop(t.id, None)
-            self.drop_template(t)
-            return
-        t.exits.append(json.loads(msg))
-        self.clone_exits(t)
-
-    def clone_exits(self, t: Template) -> None:
-        for doc in t.exits:
+        if t.messages > 64 + 4 * t.made:
+            raise verify.Rejected("too many messages")
+        if doc == b"ready":
+            self.begin_spare(t)  # answered once its first clone has passed the check
+        elif isinstance(doc, dict) and "cloned" in doc:
+            assert t.spare is not None
+            t.spare.ns_pid = doc["cloned"]
+            self.advance(t, t.spare)
+        elif isinstance(doc, dict):
             host = t.clones.pop(doc["exit"], 0)
-            if self.runtimes.pop(host, None) is not None:
-                self.notify({"exit": host, "code": doc["code"]})
-        t.exits.clear()
+            if host:
+                self.exited(host, doc["code"])
+
+    def from_clone(self, t: Template, spare: Spare) -> None:
+        t.from_clone(spare)
+        self.advance(t, spare)
+
+    def clone_gone(self, t: Template, host: int) -> None:
+        """A clone's pidfd: it has exited. Its status is read while it is a zombie (its template, frozen,
+        has not reaped it); then the template is thawed a moment to reap it."""
+        fd = self.pidfds.pop(host)
+        self.sel.unregister(fd)
+        os.close(fd)
+        self.taken.pop(host, None)
+        code = _exit_code(host)
+        if code is not None:
+            self.exited(host, code)
+        elif host in self.runtimes:
+            self.unreported[host] = time.monotonic() + WAKE
+        if self.retired.get(t.id) is t:
+            if not [h for h in t.clones.values() if h in self.pidfds]:  # its last clone: it can go now
+                del self.retired[t.id]
+                for group in t.discard():
+                    group.kill()
+                    self.leftover.append(group)
+                return
+        elif self.templates.get(t.id) is not t:
+            return
+        spare = t.spare
+        if spare is not None and spare.host_pid == host:  # the environment being made, or set up, exited
+            self.sel.unregister(spare.sock)
+            if (dead := t.kill_spare(spare)) is not None:
+                self.leftover.append(dead)
+            t.spare = None
+            t.failures += 1
+            if spare.go is not None:  # e.g. its function's code was deleted meanwhile: that request fails
+                self.answer(spare.go[0], {"ok": False, "error": "the environment exited during its set-up"})
+            if t.failures > MAX_FAILURES:
+                self.reject(t, f"{t.failures} environments exited during their set-up", hostile=False)
+                return
+            if t.waiters:
+                self.begin_spare(t)
+        if t.next is not None and (t.spare is None or t.spare.moved):
+            t.thaw(True)
+            t.awake_until = time.monotonic() + WAKE
+
+    def exited(self, host: int, code: int) -> None:
+        self.unreported.pop(host, None)
+        if self.runtimes.pop(host, None) is not None:
+            self.notify({"exit": host, "code": code})
+
+    def tick(self) -> float | None:
+        """Deadlines: spares not made or checked in time, templates to freeze again, exits not reported.
+        Returns how soon to look again."""
+        now, wait = time.monotonic(), None
+        for t in list(self.retired.values()):
+            if t.awake_until and now >= t.awake_until:
+                t.awake_until = 0.0
+                t.thaw(False)
+            elif t.awake_until:
+                wait = _sooner(wait, t.awake_until - now)
+        for t in list(self.templates.values()):
+            spare = t.spare
+            if spare is not None and not spare.verified:
+                try:
+                    if now > spare.deadline and not (spare.moved and spare.dropped):  # else the check says why
+                        raise verify.Rejected("no checked environment in time" if spare.go is None else
+                                              "its clone did not drop its privileges in time")
+                    self.advance(t, spare)
+                except verify.Rejected as exc:
+                    self.reject(t, str(exc))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - that template is dropped, not the spawner
+                    self.reject(t, f"{type(exc).__name__}: {exc}", hostile=False)
+                    continue
+                if not spare.verified:  # a clone that said it dropped is looked at often; else its deadline
+                    wait = _sooner(wait, POLL if spare.dropped else spare.deadline - now)
+            if t.awake_until and (t.spare is None or t.spare.moved):
+                if now >= t.awake_until:
+                    t.awake_until = 0.0
+                    t.thaw(False)
+                else:
+                    wait = _sooner(wait, t.awake_until - now)
+        for host, deadline in list(self.unreported.items()):
+            if now >= deadline:
+                self.exited(host, -signal.SIGKILL)  # its template did not say: reported as killed
+            else:
+                wait = _sooner(wait, deadline - now)
+        return wait
 
     def request(self) -> bool:
         self.last_request = time.monotonic()
@@ -548,6 +927,7 @@ class Spawner:
                 t = self.templates.pop(spec["template"], None)
                 if t is not None:
                     self.drop_template(t)
+                self.rejected.pop(spec["template"], None)
                 self.answer(spec["req"], {"ok": True})
         except Exception as exc:  # answered as an error; the spawner goes on
             self.answer(spec["req"], {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -564,7 +944,7 @@ class Spawner:
         """Kill everything this spawner made, reap it, and only then remove the cgroups (a cgroup with
         a zombie in it cannot be removed)."""
         groups = list(self.runtimes.values()) + [shell.cgroup for shell in self.pool] + self.leftover
-        for t in self.templates.values():
+        for t in list(self.templates.values()) + list(self.retired.values()):
             groups += t.discard()
         for shell in self.pool:
             shell.discard()
@@ -591,15 +971,21 @@ class Spawner:
             if pid == 0:
                 return
             if pid in self.runtimes:
-                del self.runtimes[pid]
-                self.notify({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                self.exited(pid, os.waitstatus_to_exitcode(status))
 
     def run(self) -> None:
         self.sel.register(self.server, selectors.EVENT_READ, "server")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.fill()
         while True:
-            wait = max(0.0, QUIET - (time.monotonic() - self.last_request)) if self.short() else None
+            try:
+                wait = self.tick()
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop every cold start
+                print(f"kindling spawner: {exc!r}; it goes on", file=sys.stderr)
+                wait = 0.1
+            if self.short():
+                ahead = max(0.0, QUIET - (time.monotonic() - self.last_request))
+                wait = ahead if wait is None else min(wait, ahead)
             if self.leftover:
                 wait = 0.1 if wait is None else min(wait, 0.1)
             for key, _ in self.sel.select(timeout=wait):
@@ -614,14 +1000,27 @@ class Spawner:
                     if not self.request():
                         return
                 else:
-                    try:
-                        self.from_template(key.data)
-                    except Exception as exc:  # one template's trouble must not stop the spawner
-                        print(f"kindling spawner: template {key.data.id}: {exc!r}", file=sys.stderr)
-                        self.templates.pop(key.data.id, None)
-                        self.drop_template(key.data)
+                    self.event(key.data)
             self.reap()
             self.fill()
+
+    def event(self, data: Template | tuple) -> None:
+        """Something from a template or one of its clones; one template's trouble never stops the spawner."""
+        t: Template = data if isinstance(data, Template) else data[1]
+        try:
+            if isinstance(data, Template):
+                self.from_template(data)
+            elif data[0] == "clone":
+                if self.templates.get(t.id) is t and t.spare is not None and t.spare is data[2]:
+                    self.from_clone(t, t.spare)
+            else:
+                self.clone_gone(t, data[2])
+        except verify.Rejected as exc:
+            if self.templates.get(t.id) is t:
+                self.reject(t, str(exc))
+        except Exception as exc:  # noqa: BLE001 - anything else: that template is dropped, not the spawner
+            if self.templates.get(t.id) is t:
+                self.reject(t, f"{type(exc).__name__}: {exc}", hostile=False)
 
 
 def main() -> None:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import uuid
 from collections import defaultdict
 
 from kindling.observability.logs import LogStore
+from kindling.observability.metrics import TEMPLATE_REJECTED
 from kindling.sandbox import Backend
 from kindling.sandbox.environment import INIT_TIMEOUT, ExecutionEnvironment, FunctionVersion
+from kindling.sandbox.verify import REJECTED
 
 log = logging.getLogger("kindling.templates")
 
@@ -56,6 +59,7 @@ class Templates:
                     tid, argv, env, empty_dir, 10240, 512, os.dup(null.fileno()), zygote=True, code_root=code_root),
                     INIT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
+            _count_rejection(exc)
             log.warning("no zygote for %s (%s): its first cold starts start fresh interpreters", runtime, exc)
             return
         self.zygotes[runtime] = tid
@@ -67,7 +71,16 @@ class Templates:
             return None
         return self.zygotes.get(str(fn.config.get("Runtime")))
 
-    def forget_zygote(self, tid: str) -> None:
+    def forget_zygote(self, tid: str, error: BaseException | None = None) -> None:
+        """A zygote that could not make an environment (``error``, by default the exception being handled):
+        if the spawner killed it or it is gone, first cold starts of its runtime start fresh interpreters; any
+        other failure was that environment's own (its code deleted meanwhile, say) and the zygote stays."""
+        error = error if error is not None else sys.exc_info()[1]
+        if tid not in self.zygotes.values():
+            return
+        if error is not None and not any(s in str(error) for s in (REJECTED, "no ready template", "was dropped")):
+            return
+        _count_rejection(error)
         for runtime, zid in list(self.zygotes.items()):
             if zid == tid:
                 del self.zygotes[runtime]
@@ -93,8 +106,11 @@ class Templates:
         self.pending.add(key)
         asyncio.get_running_loop().create_task(self._make(fn))
 
-    def forget(self, key: Key) -> None:
-        """A template that could not make an environment: cold starts go back to fresh interpreters."""
+    def forget(self, key: Key, error: BaseException | None = None) -> None:
+        """A template that could not make an environment (``error``, by default the exception being handled):
+        cold starts go back to the zygote or fresh interpreters."""
+        if key in self.ready:
+            _count_rejection(error if error is not None else sys.exc_info()[1])
         tid = self.ready.pop(key, None)
         self.failed.add(key)
         if tid is not None:
@@ -122,6 +138,7 @@ class Templates:
                 tid, list(fn.argv), shape._environment(), fn.task_root, int(c["MemorySize"]),
                 int(c["EphemeralStorage"]["Size"]), write_fd), INIT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
+            _count_rejection(exc)
             log.info("no template for %s:%s (%s); its cold starts start fresh interpreters", fn.name, fn.version, exc)
             self.failed.add(key)
             await self._drop(tid)
@@ -149,6 +166,13 @@ class Templates:
             await self.backend.drop(tid)  # type: ignore[attr-defined]
         except OSError:
             pass
+
+
+def _count_rejection(error: BaseException | None) -> None:
+    """Count a template the sandbox spawner killed for breaking the rules (it says so in its answer)."""
+    if error is not None and REJECTED in str(error):
+        TEMPLATE_REJECTED.inc()
+        log.warning("%s; it was killed and its cold starts fall back to the zygote or fresh interpreters", error)
 
 
 def _copy(fd: int, shape: ExecutionEnvironment) -> None:

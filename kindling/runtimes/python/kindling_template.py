@@ -5,9 +5,12 @@ set, calls ``serve``: the ``snapshot_restore_py`` before-snapshot hooks run, and
 the process waits on its control socket. For each request it forks a clone in a
 new PID namespace; the clone makes its own mount, network, IPC and UTS
 namespaces, mounts its own /tmp and /proc, opens its Runtime API socket and
-hands it over (with its credentials, so the spawner learns its host PID), drops
-every capability, sets no_new_privs, loads the strict seccomp filter, reseeds
-randomness, runs the after-restore hooks and returns into the runtime's loop.
+hands it over (with its credentials, so the spawner learns its host PID), mounts
+its own /dev/shm, drops every capability (the bounding set too), sets
+no_new_privs, loads the strict seccomp filter and says "dropped"; the spawner
+then checks all of that from outside before the clone is used (none of this
+code is trusted: init code may have replaced it). At "go" it reseeds randomness,
+runs the after-restore hooks and returns into the runtime's loop.
 
 Stdlib only (ctypes), for every python3.x runtime. The template itself holds
 capabilities only inside its own user namespace, which it needs to make the
@@ -31,7 +34,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP = 47, 4, 24
 
 
 def _check(rc, what):
@@ -137,6 +140,9 @@ def _become_clone(spec, report_fd, zygote=False):
         if not zygote:
             _mount_tmp(spec["tmp_mb"])
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        # Its own /dev/shm: the template's (or zygote's) would be shared with every other clone of it.
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(spec.get('shm_mb', 64))}m,mode=1777")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]
             fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))
@@ -150,11 +156,11 @@ def _become_clone(spec, report_fd, zygote=False):
         listener.close()
         if not zygote:
             _drop_privileges(bytes.fromhex(spec["seccomp"]))
+            report.send(b"dropped")  # the spawner checks this process from outside before using it
         msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 1)
         if not msg:
             os._exit(0)  # discarded unused
         go = json.loads(msg)
-        report.close()
         if zygote:  # the function's code (and no one else's), its /tmp, then no privileges at all
             code = "/var/.kindling-code/" + go["code"]
             _mount(code, "/var/task", None, MS_BIND)
@@ -162,6 +168,8 @@ def _become_clone(spec, report_fd, zygote=False):
             _mount("tmpfs", "/var/.kindling-code", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
             _mount_tmp(go["tmp_mb"])
             _drop_privileges(bytes.fromhex(spec["seccomp"]))
+            report.send(b"dropped")
+        report.close()
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
         os.close(fds[0])
@@ -186,6 +194,10 @@ def _mount_tmp(size_mb):
 
 def _drop_privileges(bpf):
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):  # the bounding set too (CAP_SETPCAP, held until here, allows it)
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capability")
     header = struct.pack("Ii", 0x20080522, 0)
     _check(_libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(bytes(24))), "capset")
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
