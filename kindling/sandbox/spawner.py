@@ -911,7 +911,10 @@ class Spawner:
 
     def request(self) -> bool:
         self.last_request = time.monotonic()
-        msg, fds, _, _ = socket.recv_fds(self.server, MSG, 2)
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.server, MSG, 2)
+        except OSError:  # reset: Kindling was killed with requests unread
+            msg, fds = b"", []
         if not msg:  # Kindling has gone: so does everything it ran
             self.shutdown()
             return False
