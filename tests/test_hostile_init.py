@@ -304,7 +304,7 @@ def test_a_template_that_talks_nonsense_or_stops_costs_only_its_own_function(hos
 
 # -- 4. a template is frozen between clones, and so is what its init left running ----------------------------
 BURN = ("    import subprocess, sys, threading\n"
-        "    subprocess.Popen([sys.executable, '-c', 'import time\\\\nend = time.time() + 60\\\\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time\\nend = time.time() + 60\\n"
         "while time.time() < end: pass', os.environ['MARK']])\n"
         "    def burn(end=time.time() + 60):\n"
         "        while time.time() < end: pass\n"
