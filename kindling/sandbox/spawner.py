@@ -215,7 +215,7 @@ class Spawner:
         try:
             if not t.zygote:  # anything it forked since it was checked
                 spare.deadline = 0.0
-                t.check(spare, self.taken_namespaces(spare.host_pid))
+                t.check(spare, self.taken_namespaces(spare.host_pid), again=True)
             t.go(spare, spec, out_fd)
         except verify.Rejected as exc:
             self.answer(spec["req"], {"ok": False, "error": f"template {t.id} {REJECTED}: {exc}"})
