@@ -526,6 +526,11 @@ class Spawner:
 
 
 def main() -> None:
+    # Ctrl-C or a SIGTERM to the process group reaches the spawner too: it must not die before Kindling, or the
+    # frozen environments and templates it made would be left frozen for ever. It ends when Kindling's socket
+    # closes (however Kindling ends), killing and reaping everything first (Spawner.shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     server = socket.socket(fileno=int(sys.argv[1]))
     msg = server.recv(MSG)
     Spawner(server, Config(json.loads(msg))).run()
