@@ -30,7 +30,9 @@ def invoke(lam, name: str, **event: object) -> str:
     return json.loads(out["Payload"].read())
 
 
-def concurrently(*calls) -> list:  # noqa: ANN002
+def concurrently(*calls, gap: float = 0.02) -> list:  # noqa: ANN002
+    """Start the calls ``gap`` seconds apart (an ordering test gives the first call time to be in flight, cold
+    start included, before the next is sent) and return their results or ClientErrors."""
     results: list = [None] * len(calls)
 
     def run(i: int) -> None:
@@ -42,7 +44,7 @@ def concurrently(*calls) -> list:  # noqa: ANN002
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
-        time.sleep(0.02)
+        time.sleep(gap)
     for t in threads:
         t.join()
     return results
@@ -96,7 +98,7 @@ def test_reserved_zero_throttles_every_invoke(lam, create_function):
 def test_reserved_one_throttles_the_second_concurrent_invoke(lam, create_function):
     name = create_function(SLOW, Timeout=10)["FunctionName"]
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-    first, second = concurrently(lambda: invoke(lam, name, sleep=1.0), lambda: invoke(lam, name))
+    first, second = concurrently(lambda: invoke(lam, name, sleep=1.0), lambda: invoke(lam, name), gap=0.3)
     assert isinstance(first, str)
     assert isinstance(second, ClientError)
     assert second.response["Error"]["Code"] == "TooManyRequestsException"
@@ -118,7 +120,7 @@ def test_account_limit_and_memory_budget(tmp_path: Path):
         a, b, c = names
         # account limit 2: a third invoke in flight is throttled
         results = concurrently(lambda: invoke(lam, a, sleep=1.0), lambda: invoke(lam, b, sleep=1.0),
-                               lambda: invoke(lam, c))
+                               lambda: invoke(lam, c), gap=0.25)
         assert isinstance(results[0], str) and isinstance(results[1], str)
         assert isinstance(results[2], ClientError)
         assert results[2].response["Reason"] == "ConcurrentInvocationLimitExceeded"
@@ -142,7 +144,7 @@ def test_no_room_is_throttled_not_queued(tmp_path: Path):
         lam.create_function(FunctionName="big", Runtime="python3.12", Role=ROLE, Handler="app.handler",
                             Code={"ZipFile": make_zip({"app.py": SLOW})}, MemorySize=256, Timeout=10)
         started = time.monotonic()
-        first, second = concurrently(lambda: invoke(lam, "big", sleep=1.5), lambda: invoke(lam, "big"))
+        first, second = concurrently(lambda: invoke(lam, "big", sleep=1.5), lambda: invoke(lam, "big"), gap=0.3)
         assert isinstance(first, str) and isinstance(second, ClientError)
         assert second.response["Error"]["Code"] == "TooManyRequestsException"
         assert time.monotonic() - started < 5
