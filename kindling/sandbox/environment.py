@@ -231,12 +231,15 @@ class ExecutionEnvironment:
         self._pending.set_result(Invocation(req.request_id, req.payload, headers))
         self._pending = None
 
-    def _finish(self, result: InvokeResult, status: str | None = None) -> None:
-        """Write END and REPORT, attach the log tail, and answer the waiting invoke."""
+    def _finish(self, result: InvokeResult, status: str | None = None, last_line: str | None = None) -> None:
+        """Write END and REPORT (after ``last_line``, e.g. the timeout's), attach the log tail, and answer the
+        waiting invoke."""
         req = self._current
         if req is None or self._result is None or self._result.done():
             return
         self._drain()
+        if last_line is not None:  # after what the runtime wrote, so the tail ends with it as on Lambda
+            self._write_line(last_line)
         duration = (time.monotonic() - self._invoke_started) * 1000 if self._invoke_started else 0.0
         self._write_platform(self.log_format.end(req.request_id, duration, status or "success"))
         max_memory = self.process.peak_memory_mb() if self.process else 0
@@ -264,20 +267,19 @@ class ExecutionEnvironment:
         result.log_tail = base64.b64encode(self._tail.encode()[-TAIL_BYTES:]).decode()
         self._result.set_result(result)
 
-    def _fail(self, error_type: str, message: str, status: str = "error") -> None:
+    def _fail(self, error_type: str, message: str, status: str = "error", last_line: str | None = None) -> None:
         if message.startswith("RequestId:") and error_type != "Sandbox.Timedout":  # the timeout has its own line
             self._write_line(f"{message}\n{error_type}")  # a platform error, logged as Lambda logs it
         body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
-        self._finish(InvokeResult(body, "Unhandled"), status)
+        self._finish(InvokeResult(body, "Unhandled"), status, last_line)
 
     def _timed_out(self, timeout: float) -> None:
         req = self._current
         if req is None:
             return
-        self._drain()
-        self._write_line(f"{_iso_now()} {req.request_id} Task timed out after {timeout:.2f} seconds")
         self._fail("Sandbox.Timedout", f"RequestId: {req.request_id} Error: Task timed out after {timeout:.2f} seconds",
-                   status="timeout")
+                   status="timeout",
+                   last_line=f"{_iso_now()} {req.request_id} Task timed out after {timeout:.2f} seconds")
         self.shutdown()
 
     # -- Runtime API handler ------------------------------------------------------------------------
