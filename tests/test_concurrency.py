@@ -120,7 +120,7 @@ def test_account_limit_and_memory_budget(tmp_path: Path):
         a, b, c = names
         # account limit 2: a third invoke in flight is throttled
         results = concurrently(lambda: invoke(lam, a, sleep=1.0), lambda: invoke(lam, b, sleep=1.0),
-                               lambda: invoke(lam, c), gap=0.25)
+                               lambda: invoke(lam, c))
         assert isinstance(results[0], str) and isinstance(results[1], str)
         assert isinstance(results[2], ClientError)
         assert results[2].response["Reason"] == "ConcurrentInvocationLimitExceeded"
