@@ -17,6 +17,8 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@# libseccomp for the sandbox's seccomp filter (Debian's package; usually already there)
 	@dpkg -s libseccomp2 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q libseccomp2; } || true
+	@# nftables for the function network plane (its `nft` tool; Debian's package)
+	@command -v nft >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q nftables >/dev/null || { apt-get update -q && apt-get install -y -q nftables; }; } || true
 	$(BIN)/pip install -q -e .
 	@touch $@
 
