@@ -46,6 +46,9 @@ class FunctionVersion:
     config: dict[str, Any]
     task_root: str  # the extracted code on the host
     argv: tuple[str, ...]  # the runtime's command, with paths as the environment sees them
+    # What its environments may reach, for a function in a VPC (kindling.network.vpc): a list of egress
+    # rules {"cidr", "protocol", "from_port", "to_port"}; None: the server's default policy.
+    egress: list[dict[str, Any]] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
