@@ -56,6 +56,9 @@ RecursiveInvocationException = _error("RecursiveInvocationException", 400, key="
 CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 UnsupportedMediaTypeException = _error("UnsupportedMediaTypeException", 415)
 ServiceException = _error("ServiceException", 500, kind="Service")
+# A VPC function whose subnet or security group the operator has removed since (kindling.network.vpc).
+InvalidSubnetIDException = _error("InvalidSubnetIDException", 502)
+InvalidSecurityGroupIDException = _error("InvalidSecurityGroupIDException", 502)
 ResourceNotReadyException = _error("ResourceNotReadyException", 502, kind="Service")
 UnknownOperationException = _error("UnknownOperationException", 404, kind=None)
 AccessDeniedException = _error("AccessDeniedException", 403, kind=None)

@@ -90,6 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("otlp_endpoint", "", str,
             "OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) Kindling sends OpenTelemetry spans to; empty: no "
             "traces. Needs the 'otlp' extra."),
+    Setting("vpc_file", "", str,
+            "TOML or JSON file defining the VPCs, subnets and security groups (egress rules) that functions' "
+            "VpcConfig may name (docs/vpc.md); read at start. Empty: none, so any SubnetIds are unknown."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
     Setting("access_key_id", "", str,
             "Access key id of the key pair every API request must be SigV4-signed with. Empty: the pair kept in "
@@ -131,6 +134,7 @@ class Settings:
     log_burst_mb: float = 5.0
     log_group_max_mb: float = 1024.0
     otlp_endpoint: str = ""
+    vpc_file: str = ""
     log_level: str = "info"
     access_key_id: str = ""
     secret_access_key: str = dataclasses.field(default="", repr=False)

@@ -40,6 +40,7 @@ def serve(**options: Any) -> None:
 
     from kindling.core import Kindling
     from kindling.frontend.app import App
+    from kindling.network.vpc import VpcFileError
 
     cfg = Settings.from_env(**options)
     import logging
@@ -47,7 +48,7 @@ def serve(**options: Any) -> None:
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         kindling = Kindling(cfg)
-    except credentials_mod.CredentialsError as exc:
+    except (credentials_mod.CredentialsError, VpcFileError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Kindling {_version()} on http://{cfg.host}:{cfg.port} (data in {cfg.data_path})", err=True)
     if kindling.created_credentials:

@@ -112,6 +112,8 @@ def new_configuration(params: dict[str, Any], arn: str, code: dict[str, Any], re
     }
     if "Environment" in params:  # AWS shows Environment only once it was set
         config["Environment"] = {"Variables": dict((params["Environment"] or {}).get("Variables") or {})}
+    if "VpcConfig" in params:  # as kindling.network.vpc answered it (with VpcId); AWS shows it once set
+        config["VpcConfig"] = params["VpcConfig"]
     if (params.get("DeadLetterConfig") or {}).get("TargetArn"):  # async events that fail go there (kindling.queue)
         config["DeadLetterConfig"] = {"TargetArn": params["DeadLetterConfig"]["TargetArn"]}
     return config
@@ -124,6 +126,8 @@ def updated_configuration(config: dict[str, Any], params: dict[str, Any], region
             new[key] = params[key]
     if "Environment" in params:
         new["Environment"] = {"Variables": dict((params["Environment"] or {}).get("Variables") or {})}
+    if "VpcConfig" in params:  # the whole of it, as kindling.network.vpc answered it; empty lists leave the VPC
+        new["VpcConfig"] = params["VpcConfig"]
     if "TracingConfig" in params:
         new["TracingConfig"] = {"Mode": params["TracingConfig"].get("Mode", "PassThrough")}
     if "DeadLetterConfig" in params:  # an empty TargetArn removes it

@@ -13,6 +13,7 @@ from typing import Any
 
 from kindling import arns, errors
 from kindling.functions import config as cfg
+from kindling.network.vpc import Vpcs
 from kindling.runtimes.registry import Runtimes
 from kindling.settings import Settings
 from kindling.store.aliases import AliasStore
@@ -33,6 +34,7 @@ class FunctionService:
         self.store = store
         self.code = code
         self.runtimes = runtimes
+        self.vpcs = Vpcs.load(settings.vpc_file)  # the operator's subnets and security groups (VpcConfig)
         self.versions = VersionStore(store.engine)
         self.aliases = AliasStore(store.engine)
         # (name, version) after that version's code or configuration changed or it was deleted; (name, None) after
@@ -147,6 +149,8 @@ class FunctionService:
         cfg.check_runtime(runtime, self.runtimes)
         cfg.check_handler(runtime, p.get("Handler"))
         cfg.check_environment(p.get("Environment"))
+        if "VpcConfig" in p:
+            p["VpcConfig"] = self.vpcs.vpc_config(p["VpcConfig"])  # with its VpcId, or InvalidParameterValue
         if self.store.get(name) is not None:  # before storing code: a conflict leaves nothing behind
             raise errors.ResourceConflictException(f"Function already exist: {name}")
         return name
@@ -240,6 +244,8 @@ class FunctionService:
                 cfg.check_runtime(p["Runtime"], self.runtimes)
             if "Environment" in p:
                 cfg.check_environment(p["Environment"])
+            if "VpcConfig" in p:
+                p["VpcConfig"] = self.vpcs.vpc_config(p["VpcConfig"])
             return cfg.updated_configuration(rec.config, p, self.settings.region), rec.code_key
         return self._update(p, change)
 

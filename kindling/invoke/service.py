@@ -36,7 +36,8 @@ class InvokeService:
             backend = self.scheduler.backend
             argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], backend.task_root or task_root,
                                                          backend.runtime_dir))
-            fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv)
+            egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))  # None unless in a VPC
+            fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress)
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
             self._versions[key] = fv
         return fv
