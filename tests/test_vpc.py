@@ -364,6 +364,25 @@ def test_malformed_files_are_refused_with_where_and_why(tmp_path, kind):
     assert str(exc.value).startswith(f"VPC file {path}: ") and message in str(exc.value), str(exc.value)[:300]
 
 
+@pytest.mark.parametrize("data", [
+    [], {"vpcs": []}, {"vpcs": {"vpc-1": "10.0.0.0/16"}}, {"vpcs": {"vpc-1": {"cidr": 10}}},
+    {"vpcs": {"vpc-1": {"cidr": "10.0.0.0/16"}}, "subnets": {"subnet-1": {"vpc": ["vpc-1"], "cidr": "10.0.0.0/24"}}},
+    {"vpcs": {"vpc-1": {"cidr": "10.0.0.0/16"}}, "security_groups": {"sg-1": {"vpc": "vpc-1", "egress": [
+        {"cidr": "10.0.0.0/8", "protocol": {"tcp": 1}, "from_port": 1}]}}},
+    {"vpcs": {"vpc-1": {"cidr": "10.0.0.0/16"}}, "security_groups": {"sg-1": {"vpc": "vpc-1", "egress": [
+        {"cidr": "10.0.0.0/8", "protocol": "tcp", "from_port": 80.0}]}}},
+    {"vpcs": {"vpc-1": {"cidr": "10.0.0.0/16"}}, "security_groups": {"sg-1": {"vpc": "vpc-1", "egress": [
+        {"cidr": "10.0.0.0/8", "protocol": "tcp", "from_port": True}]}}},
+    {"vpcs": {"vpc-1": {"cidr": "10.0.0.0/16"}}, "security_groups": {"sg-1": {"vpc": "vpc-1", "egress": ["x"]}}},
+    {"vpcs": {"vpc-" + "1" * 65: {"cidr": "10.0.0.0/16"}}},
+])
+def test_json_of_the_wrong_shape_is_refused(tmp_path, data):
+    path = tmp_path / "vpc.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(VpcFileError):
+        Vpcs.load(str(path))
+
+
 def test_a_malformed_file_stops_the_server_at_start(tmp_path):
     # Given a file with an unknown protocol, and one that is missing
     bad = tmp_path / "vpc.json"

@@ -240,7 +240,7 @@ def _table(data: dict[str, Any], key: str, kind: str) -> Iterable[tuple[str, Any
 
 def _vpc_of(value: dict[str, Any], where: str, vpcs: dict[str, Network]) -> str:
     vpc = value.get("vpc")
-    if vpc not in vpcs:
+    if not isinstance(vpc, str) or vpc not in vpcs:
         raise VpcFileError(f"{where}.vpc: {str(vpc)[:80]!r} is not a VPC of the file")
     return str(vpc)
 
