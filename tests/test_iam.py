@@ -402,3 +402,109 @@ def test_enforce_mode_checks_the_execution_role() -> None:
             assert "on resource: *" in e.value.response["Error"]["Message"]
         finally:
             s.stop()
+
+
+SNAPSHOT = '''
+import os
+KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+AT_INIT = [os.environ.get(k) for k in KEYS]  # what a client made during init would keep
+
+def handler(event, context):
+    import time
+    time.sleep(event.get("sleep", 0))
+    return {"init": AT_INIT, "now": [os.environ.get(k) for k in KEYS],
+            "type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")}
+'''
+
+
+def test_templates_and_each_clone_hold_their_own_credentials() -> None:
+    """Isolated sandbox: a template's session lives while it or a clone of it does; each clone has its own."""
+    with tempfile.TemporaryDirectory(prefix="kindling-iam-") as tmp:
+        s = Server(Path(tmp) / "data").start()
+        try:
+            lam = s.client()
+            name = unique("snap")
+            lam.create_function(FunctionName=name, Runtime="python3.12", Role=f"arn:aws:iam::{ACCOUNT}:role/r",
+                                Handler="app.handler", Code={"ZipFile": make_zip({"app.py": SNAPSHOT})})
+            invoke(lam, name, {})  # the first cold start; the template is made meanwhile
+            clones: dict[str, dict] = {}
+            deadline, n = time.monotonic() + 45, 2
+            while len(clones) < 2 and time.monotonic() < deadline:
+                got: list[dict] = []
+                threads = [threading.Thread(target=lambda got=got: got.append(invoke(s.client(), name,
+                                                                                      {"sleep": 0.3})))
+                           for _ in range(n)]
+                n += 1  # one more than the warm environments: a cold start
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(30)
+                clones.update({r["now"][0]: r for r in got if r["type"] == "snap-start"})
+            assert len(clones) >= 2, "no clones of a template were made"
+            first, second = list(clones.values())[:2]
+            assert first["init"] == second["init"]  # the template's session, made at its init
+            assert len({first["now"][0], second["now"][0], first["init"][0]}) == 3
+            for creds in (first["now"], second["now"], first["init"]):
+                assert session_client(s, "sts", creds).get_caller_identity()["Arn"].endswith(f"/r/{name}")
+            lam.delete_function(FunctionName=name)
+            for creds in (first["now"], second["now"], first["init"]):
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        session_client(s, "sts", creds).get_caller_identity()
+                    except ClientError as e:
+                        assert e.response["Error"]["Code"] == "ExpiredToken"
+                        break
+                    assert time.monotonic() < deadline, "credentials outlived their template and clones"
+                    time.sleep(0.1)
+        finally:
+            s.stop()
+
+
+def test_hostile_iam_requests_and_costly_policies(srv: Server) -> None:
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    def post(body: bytes) -> tuple[int, bytes]:
+        req = AWSRequest(method="POST", url=srv.endpoint + "/", data=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        SigV4Auth(Credentials(*srv.keys), "iam", "us-east-1").add_auth(req)
+        try:
+            with urllib.request.urlopen(urllib.request.Request(srv.endpoint + "/", data=body, method="POST",
+                                                               headers=dict(req.headers.items())), timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+    # Malformed and oversized forms: AWS's XML errors, quickly
+    for body in [b"Action=CreateRole&" + b"&".join(b"f%d=x" % i for i in range(5000)), b"\xff\xfe=\x00",
+                 b"Action=Nope&Version=2010-05-08", b"Action=GetRole&Version=2010-05-08",
+                 b"Action=ListRoles&MaxItems=99999999999999999999999", b"Action=CreateRole&RoleName=x&"
+                 b"AssumeRolePolicyDocument=" + b"%5B" * 60000]:
+        status, out = post(body)
+        assert status == 400 and out.startswith(b"<ErrorResponse") and b"<Type>Sender</Type>" in out, (status, out)
+    # A policy built to make matching slow costs a pass over each value, not a backtracking search
+    iam = srv.client("iam")
+    role = unique("costly")
+    arn = make_role(iam, role, *[{"Effect": "Allow", "Action": "lambda:" + "*a" * 300 + "b",
+                                  "Resource": "arn:" + "*a" * 400 + "?b"} for _ in range(4)])
+    creds = srv.client("sts").assume_role(RoleArn=arn, RoleSessionName="slow")["Credentials"]
+    slam = session_client(srv, "lambda", creds)
+    start = time.perf_counter()
+    for _ in range(5):
+        with pytest.raises(ClientError):
+            slam.get_function(FunctionName="a" * 64)
+    assert (time.perf_counter() - start) / 5 < 0.25
+
+
+def test_readme_lists_the_iam_and_sts_operations() -> None:
+    import re
+
+    from kindling.frontend.iam_api import IAM_OPERATIONS, STS_OPERATIONS
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## IAM and STS operations", 1)[1].split("\n## ", 1)[0]
+    listed = {name.strip() for row in re.findall(r"^\| ([A-Z][^|]+) \|", table, re.M) for name in row.split("/")}
+    assert listed == set(IAM_OPERATIONS) | set(STS_OPERATIONS)
