@@ -85,6 +85,8 @@ LogsUnknownOperationException = _logs_error("UnknownOperationException")
 LogsSerializationException = _logs_error("SerializationException")
 
 
+# An identity-based policy's denial: Lambda words it {"Message": "User: ... is not authorized to perform: ..."}
+NotAuthorized = _error("AccessDeniedException", 403, kind=None, key="Message")
 # A session token that was genuine but is no longer valid (its session ended: expired or revoked).
 ExpiredTokenException = _error("ExpiredTokenException", 403, kind=None)
 

@@ -95,7 +95,7 @@ class IAM:
             return
         why = ("with an explicit deny in an identity-based policy" if decision == evaluate.EXPLICIT_DENY
                else f"because no identity-based policy allows the {action} action")
-        raise errors.AccessDeniedException(
+        raise errors.NotAuthorized(
             f"User: {session.arn(self.account)} is not authorized to perform: {action} on resource: {resource} {why}")
 
     # -- execution roles ----------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class IAM:
     def assume_role(self, session: Session | None, p: dict[str, Any], context: Context) -> dict[str, Any]:
         role_arn = p["RoleArn"]
         caller_arn = session.arn(self.account) if session else f"arn:aws:iam::{self.account}:root"
-        denied = errors.AccessDeniedException(
+        denied = errors.NotAuthorized(
             f"User: {caller_arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}")
         if "Policy" in p or "PolicyArns" in p:
             raise errors.ValidationError("Kindling does not support session policies (Policy, PolicyArns).")
