@@ -310,6 +310,18 @@ def test_forged_and_mismatched_session_credentials_are_refused(srv: Server) -> N
     with pytest.raises(ClientError) as e:  # the right token with the wrong secret
         session_client(srv, "lambda", [a["AccessKeyId"], b["SecretAccessKey"], a["SessionToken"]]).list_functions()
     assert code(e) == "InvalidSignatureException"
+    # Kindling's own routes (all of a function's logs) are the operator's only
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method="GET", url=srv.endpoint + "/_kindling/logs/anything")
+    SigV4Auth(Credentials(a["AccessKeyId"], a["SecretAccessKey"], a["SessionToken"]), "lambda", REGION).add_auth(req)
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(urllib.request.Request(req.url, headers=dict(req.headers.items())), timeout=10)
+    assert denied.value.code == 403 and b"AccessDeniedException" in denied.value.headers.as_bytes()
 
 
 # -- execution-role credentials inside environments ---------------------------------------------------------

@@ -69,6 +69,9 @@ class App:
             if "websocket" in headers.get("upgrade", "").lower():
                 raise errors.ValidationException("Kindling's API does not take WebSocket connections.")
             session = signed.session if signed is not None else None
+            if session is not None and path.startswith("/_kindling/"):  # Kindling's own routes: the operator's
+                raise errors.NotAuthorized(f"User: {session.arn(self.k.settings.account_id)} is not authorized "
+                                           f"to perform: kindling:* on resource: {path[:256]}")
             if iam_service:
                 assert signed is not None
                 status, out_headers, payload = await iam_api.handle(
