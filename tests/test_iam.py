@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
@@ -520,3 +521,64 @@ def test_readme_lists_the_iam_and_sts_operations() -> None:
     table = readme.split("## IAM and STS operations", 1)[1].split("\n## ", 1)[0]
     listed = {name.strip() for row in re.findall(r"^\| ([A-Z][^|]+) \|", table, re.M) for name in row.split("/")}
     assert listed == set(IAM_OPERATIONS) | set(STS_OPERATIONS)
+
+
+def test_unknown_roles_are_warned_about_once(srv: Server) -> None:
+    lam = srv.client()
+    role = f"arn:aws:iam::{ACCOUNT}:role/{unique('made-up')}"
+    names = [unique("warned") for _ in range(3)]
+    for name in names:
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler",
+                            Code={"ZipFile": make_zip({"app.py": HELLO})})
+    lam.update_function_configuration(FunctionName=names[0], Role=role)
+    time.sleep(0.2)
+    assert srv.log_path.read_text().count(f"role {role} does not exist in Kindling's IAM") == 1
+    for name in names:
+        lam.delete_function(FunctionName=name)
+
+
+ATTACK = """
+import boto3, json, sys, time
+from botocore.config import Config
+from botocore.exceptions import ClientError
+endpoint, creds, keys, role = json.loads(sys.argv[1])
+cfg = Config(retries={"max_attempts": 1})
+lam = boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=creds[0],
+                   aws_secret_access_key=creds[1], aws_session_token=creds[2], config=cfg)
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=keys[0],
+                   aws_secret_access_key=keys[1], config=cfg)
+counts = {"denied": 0, "malformed": 0}
+stop = time.monotonic() + 4
+while time.monotonic() < stop:
+    try:
+        lam.get_function(FunctionName="a" * 64)
+    except ClientError:
+        counts["denied"] += 1
+    try:
+        iam.put_role_policy(RoleName=role, PolicyName="bad", PolicyDocument="[" * 20000)
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "MalformedPolicyDocument"
+        counts["malformed"] += 1
+print(json.dumps(counts))
+"""
+
+
+def test_a_flood_of_costly_iam_work_leaves_other_functions_unhurt(hostile_server: Server, bystander: object) -> None:
+    """A client evaluating large wildcard policies and sending malformed documents as fast as it can (from its
+    own process): bounded work per request, and a bystander function keeps its p50 within 2x."""
+    s = hostile_server
+    iam, sts = s.client("iam"), s.client("sts")
+    role = unique("flood")
+    arn = make_role(iam, role, *[{"Effect": "Allow", "Action": "lambda:" + "*a" * 300 + "b",
+                                  "Resource": "arn:" + "*a" * 400 + "?b"} for _ in range(4)])
+    c = sts.assume_role(RoleArn=arn, RoleSessionName="flood")["Credentials"]
+    args = json.dumps([s.endpoint, [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]], list(s.keys), role])
+    attacker = subprocess.Popen([sys.executable, "-c", ATTACK, args], stdout=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        bystander.check()  # type: ignore[attr-defined]
+        out, _ = attacker.communicate(timeout=30)
+    finally:
+        attacker.kill()
+    counts = json.loads(out)
+    assert counts["denied"] > 10 and counts["malformed"] > 10, counts
