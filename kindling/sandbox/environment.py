@@ -161,10 +161,13 @@ class ExecutionEnvironment:
         return env
 
     def _credentials(self) -> dict[str, str]:
-        """A new session of the function's execution role, held by this environment until it ends."""
+        """A new session of the function's execution role, held by this environment until it ends (a function's
+        own variables of the same names win)."""
         if self.credentials is None:
             return {}
-        return self.credentials.environment_credentials(self.fn.config.get("Role") or "", self.fn.name, self.id)
+        own = (self.fn.config.get("Environment") or {}).get("Variables") or {}
+        issued = self.credentials.environment_credentials(self.fn.config.get("Role") or "", self.fn.name, self.id)
+        return {k: v for k, v in issued.items() if k not in own}
 
     def shutdown(self) -> None:
         """SIGTERM now, SIGKILL after a grace period; frees the Runtime API."""
