@@ -329,6 +329,7 @@ def test_forged_and_mismatched_session_credentials_are_refused(srv: Server) -> N
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(urllib.request.Request(req.url, headers=dict(req.headers.items())), timeout=10)
     assert denied.value.code == 403 and b"AccessDeniedException" in denied.value.headers.as_bytes()
+    assert list(json.loads(denied.value.read())) == ["Message"]  # Lambda's shape of an IAM denial
 
 
 # -- execution-role credentials inside environments ---------------------------------------------------------
