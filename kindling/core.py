@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from kindling import credentials, datadir
@@ -10,6 +12,7 @@ from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
 from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
+from kindling.iam.service import IAM
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
 from kindling.observability import metrics, tracing
 from kindling.observability.log_limits import LogLimits
@@ -18,6 +21,7 @@ from kindling.observability.logs_service import LogsService
 from kindling.queue.service import EventQueue
 from kindling.runtimes.registry import PYTHONS, Runtimes
 from kindling.sandbox import make_backend
+from kindling.sandbox.environment import ExecutionEnvironment
 from kindling.sandbox.isolated import remove_leftovers
 from kindling.scheduler.limits import Counter
 from kindling.scheduler.pool import Scheduler
@@ -49,6 +53,10 @@ class Kindling:
         self.url_secret = presign.load_secret(data)
         # the key pair API requests must be signed with; created_credentials: made just now, show it once
         self.credentials, self.created_credentials = credentials.load(settings)
+        # roles, policies, role sessions (the execution role's credentials in every environment)
+        self.iam = IAM(self.engine, settings.account_id, hmac.new(self.url_secret, b"iam-sessions", hashlib.sha256)
+                       .digest(), settings.iam)
+        ExecutionEnvironment.credentials = self.iam
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,

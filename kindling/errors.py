@@ -86,3 +86,31 @@ LogsResourceAlreadyExistsException = _logs_error("ResourceAlreadyExistsException
 InvalidParameterException = _logs_error("InvalidParameterException")
 LogsUnknownOperationException = _logs_error("UnknownOperationException")
 LogsSerializationException = _logs_error("SerializationException")
+
+
+# An identity-based policy's denial: Lambda words it {"Message": "User: ... is not authorized to perform: ..."}
+NotAuthorized = _error("AccessDeniedException", 403, kind=None, key="Message")
+# A session token that was genuine but is no longer valid (its session ended: expired or revoked).
+ExpiredTokenException = _error("ExpiredTokenException", 403, kind=None)
+
+
+class IamError(LambdaError):
+    """An IAM or STS error (query protocol): rendered as ``<ErrorResponse><Error><Type>Sender</Type>...``."""
+
+    status = 400
+    kind = "Sender"
+
+
+def _iam_error(name: str, status: int) -> type[IamError]:
+    return type(name, (IamError,), {"code": name, "status": status})
+
+
+NoSuchEntity = _iam_error("NoSuchEntity", 404)
+EntityAlreadyExists = _iam_error("EntityAlreadyExists", 409)
+MalformedPolicyDocument = _iam_error("MalformedPolicyDocument", 400)
+ValidationError = _iam_error("ValidationError", 400)
+DeleteConflict = _iam_error("DeleteConflict", 409)
+LimitExceeded = _iam_error("LimitExceeded", 409)
+InvalidInput = _iam_error("InvalidInput", 400)
+IamAccessDenied = _iam_error("AccessDenied", 403)
+InvalidAction = _iam_error("InvalidAction", 400)

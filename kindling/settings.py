@@ -94,6 +94,10 @@ SETTINGS: tuple[Setting, ...] = (
             "TOML or JSON file defining the VPCs, subnets and security groups (egress rules) that functions' "
             "VpcConfig may name (docs/vpc.md); read at start. Empty: none, so any SubnetIds are unknown."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
+    Setting("iam", "local", str,
+            "IAM mode (docs/iam.md): 'local' authorizes role sessions by the policies of roles that exist in "
+            "Kindling and lets a role it does not know do anything (functions may name any role ARN, with a "
+            "warning); 'enforce' also denies those, and a function's Role must exist and trust lambda.amazonaws.com."),
     Setting("access_key_id", "", str,
             "Access key id of the key pair every API request must be SigV4-signed with. Empty: the pair kept in "
             "credentials.json in the data dir, created on first start (`kindling credentials` prints it)."),
@@ -136,6 +140,7 @@ class Settings:
     otlp_endpoint: str = ""
     vpc_file: str = ""
     log_level: str = "info"
+    iam: str = "local"
     access_key_id: str = ""
     secret_access_key: str = dataclasses.field(default="", repr=False)
 

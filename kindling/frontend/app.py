@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
 from kindling import errors
 from kindling.core import Kindling
-from kindling.frontend import auth, logs_api, presign, protocol, validate
+from kindling.frontend import auth, iam_api, logs_api, presign, protocol, validate
 from kindling.frontend.connections import MAX_REQUEST
 from kindling.frontend.handlers import HANDLERS, SKIP_VALIDATION, Call
+from kindling.iam import actions
+from kindling.iam.conditions import Context
+from kindling.iam.sessions import Session
 from kindling.observability import metrics, tracing
 
 log = logging.getLogger("kindling.frontend")
@@ -34,7 +38,7 @@ class App:
     def __init__(self, kindling: Kindling) -> None:
         self.k = kindling
         self.verifier = auth.Verifier({kindling.credentials.access_key_id: kindling.credentials.secret_access_key},
-                                      kindling.settings.region)
+                                      kindling.settings.region, kindling.iam.sessions)
         # Bodies read before their signature can be checked (no X-Amz-Content-SHA256): bytes held now, and the cap
         self.unverified = 0
         self.unverified_cap = kindling.settings.api_unverified_body_mb << 20
@@ -52,18 +56,29 @@ class App:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         logs_request = logs_api.is_logs_request(scope["method"], path, headers)  # CloudWatch Logs (awsJson1.1)
+        iam_service = iam_api.is_request(scope["method"], path, headers, query)  # IAM / STS (query protocol)
         try:
             # The signature's headers are checked before a byte of the body is read: an anonymous client's body
             # is never buffered (connections.py drops it as it arrives). The body then must hash to what was signed.
             # A request declared larger than Lambda takes is answered 413 first, signed or not, as AWS does.
             signed = self.verifier.check_headers(
-                scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else auth.SERVICE,
+                scope, headers, query, expected_service=logs_api.SIGNING_SERVICE if logs_request else
+                iam_service or auth.SERVICE,
             ) if auth.required(path) and not _too_large(path, headers) else None
             body = await self._body(receive, headers, signed)
             if "websocket" in headers.get("upgrade", "").lower():
                 raise errors.ValidationException("Kindling's API does not take WebSocket connections.")
-            if logs_request:
-                status, out_headers, payload = await logs_api.handle(self.k, headers, body)
+            session = signed.session if signed is not None else None
+            if session is not None and path.startswith("/_kindling/"):  # Kindling's own routes: the operator's
+                raise errors.NotAuthorized(f"User: {session.arn(self.k.settings.account_id)} is not authorized "
+                                           f"to perform: kindling:* on resource: {path[:256]}")
+            if iam_service:
+                assert signed is not None
+                status, out_headers, payload = await iam_api.handle(
+                    self.k, iam_service, session, signed.akid, body, query, self._context(scope), request_id)
+            elif logs_request:
+                status, out_headers, payload = await logs_api.handle(self.k, headers, body,
+                                                                     self._authorizer(session, scope))
             elif path == "/metrics":  # Prometheus scrapes it unsigned
                 content_type, payload = metrics.exposition()
                 status, out_headers = 200, [("Content-Type", content_type)]
@@ -77,9 +92,11 @@ class App:
             elif path.startswith("/_kindling/"):
                 status, out_headers, payload = self._internal(path, query)
             else:
-                status, out_headers, payload = await self._lambda(scope, path, query, headers, body, request_id)
+                status, out_headers, payload = await self._lambda(scope, path, query, headers, body, request_id,
+                                                                  session)
         except errors.LambdaError as exc:
-            status, out_headers, payload = logs_api.error(exc) if logs_request else _error(exc)
+            status, out_headers, payload = (iam_api.error(exc, iam_service, request_id) if iam_service else
+                                            logs_api.error(exc) if logs_request else _error(exc))
         except Exception:
             log.exception("request %s failed", request_id)
             status, out_headers, payload = _error(errors.ServiceException("An internal error occurred."))
@@ -115,7 +132,8 @@ class App:
         return body
 
     async def _lambda(self, scope: Scope, path: str, query: dict[str, list[str]], headers: dict[str, str],
-                      body: bytes | None, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
+                      body: bytes | None, request_id: str, session: Session | None = None,
+                      ) -> tuple[int, list[tuple[str, str]], bytes]:
         matched = protocol.match(scope["method"], path, query)
         if matched is None:
             raise errors.UnknownOperationException(f"Unknown operation {scope['method']} {path}")
@@ -129,10 +147,47 @@ class App:
         params = protocol.parse_request(op, labels, query, headers, body)
         if op.input_shape is not None:
             validate.validate(op.input_shape, params, skip=SKIP_VALIDATION.get(op.name, set()))
+        self._authorize_lambda(op.name, params, session, scope)
         base_url = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}"
         with tracing.span(f"Lambda.{op.name}", headers.get("x-amzn-trace-id"), server=True):
             result = await HANDLERS[op.name](self.k, Call(params, request_id, base_url, headers.get("x-amzn-trace-id")))
         return protocol.render_response(op, result)
+
+    # -- authorization of requests signed with role credentials (kindling.iam) ----------------------------
+    def _context(self, scope: Scope) -> Context:
+        """The request's own condition keys (the principal's are added by IAM)."""
+        now = time.time()
+        client = scope.get("client") or ("", 0)
+        return {"aws:sourceip": [client[0]], "aws:securetransport": [str(scope.get("scheme") == "https").lower()],
+                "aws:currenttime": [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))],
+                "aws:epochtime": [str(int(now))], "aws:requestedregion": [self.k.settings.region]}
+
+    def _authorizer(self, session: Session | None, scope: Scope) -> logs_api.Authorize | None:
+        if session is None:
+            return None  # the operator's key pair: never evaluated
+        s = self.k.settings
+
+        def check(op: str, params: dict[str, Any]) -> None:
+            self.k.iam.authorize(session, *actions.logs_request(op, params, s.region, s.account_id),
+                                 self._context(scope))
+        return check
+
+    def _authorize_lambda(self, op: str, params: dict[str, Any], session: Session | None, scope: Scope) -> None:
+        """A Lambda operation signed with role credentials must be allowed by the role's policies; its Role,
+        when it names one, must be one the role may pass (iam:PassRole) and, in enforce mode, trust Lambda."""
+        role = params.get("Role") if op in ("CreateFunction", "UpdateFunctionConfiguration") else None
+        if session is None:
+            if isinstance(role, str):
+                self.k.iam.check_function_role(role)
+            return
+        s = self.k.settings
+        action, resource, extra = actions.lambda_request(op, params, s.region, s.account_id)
+        context = {**self._context(scope), **extra}
+        self.k.iam.authorize(session, action, resource, context)
+        if isinstance(role, str):
+            self.k.iam.authorize(session, "iam:PassRole", role, {**context, "iam:passedtoservice": [
+                "lambda.amazonaws.com"]})
+            self.k.iam.check_function_role(role)
 
     def _internal(self, path: str, query: dict[str, list[str]]) -> tuple[int, list[tuple[str, str]], bytes]:
         if path == "/_kindling/health":

@@ -4,6 +4,11 @@ The expected signature is computed by botocore's SigV4Auth from the request as r
 (botocore's canonical URI encodes it once more, as it does when signing for Lambda), raw query string, the
 headers named in SignedHeaders and the SHA-256 of the body. Both the Authorization header and presigned
 query-string (X-Amz-Algorithm=...) requests are accepted. Error types and messages are AWS's.
+
+Besides the operator's key pair, temporary credentials of role sessions (``ASIA...`` access key ids, see
+kindling.iam.sessions) are accepted with their session token (``X-Amz-Security-Token``): a token that is
+not genuine or not the key's answers UnrecognizedClientException, one whose session ended (its environment
+is gone, or it expired) ExpiredTokenException.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from kindling import errors
+from kindling.iam.sessions import Session, Sessions
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "lambda"
-SERVICES = (SERVICE, "logs")  # the Lambda API, and the CloudWatch Logs API on the same endpoint
+SERVICES = (SERVICE, "logs", "iam", "sts")  # Lambda, CloudWatch Logs, IAM and STS on the same endpoint
+GLOBAL_REGION = "us-east-1"  # IAM is global: SDKs sign its requests for us-east-1 whatever their region
 MAX_SKEW = 300  # seconds a signed request's X-Amz-Date may be off now
 MAX_PRESIGN_EXPIRES = 604800
 INVALID_TOKEN = "The security token included in the request is invalid."
@@ -54,8 +61,9 @@ class _Signer(SigV4Auth):
 
 
 class Verifier:
-    def __init__(self, keys: dict[str, str], region: str) -> None:
+    def __init__(self, keys: dict[str, str], region: str, sessions: Sessions | None = None) -> None:
         self.region = region
+        self.sessions = sessions
         self._signers = {(akid, service): _Signer(Credentials(akid, secret), service, region)
                          for akid, secret in keys.items() for service in SERVICES}
 
@@ -95,8 +103,14 @@ class Verifier:
                                                f"keyid/date/region/service/term, got '{credential}'")
         akid, day, region, service, _ = parts
         signer = self._signers.get((akid, expected_service))
+        session: Session | None = None
         if signer is None:
-            raise errors.UnrecognizedClientException(INVALID_TOKEN)
+            secret = self.sessions.secret(akid) if self.sessions is not None else None
+            if secret is None:
+                raise errors.UnrecognizedClientException(INVALID_TOKEN)
+            token = headers.get("x-amz-security-token") or query.get("X-Amz-Security-Token", [""])[0]
+            session = self.sessions.check(akid, token, now)  # type: ignore[union-attr]
+            signer = _Signer(Credentials(akid, secret), expected_service, self.region)
         signed_at = _epoch(stamp)
         if signed_at is None:
             raise errors.IncompleteSignatureException(f"Date must be in ISO-8601 'basic format'. Got '{stamp}'. "
@@ -109,7 +123,7 @@ class Verifier:
         if service != expected_service:
             raise errors.InvalidSignatureException(
                 f"Credential should be scoped to correct service: '{expected_service}'. ")
-        if region != self.region:
+        if region != self.region and not (service == "iam" and region == GLOBAL_REGION):
             raise errors.InvalidSignatureException(f"Credential should be scoped to a valid region, not '{region}'. ")
         if "host" not in signed:
             raise errors.InvalidSignatureException("'Host' or ':authority' must be a 'SignedHeader' in the AWS "
@@ -120,7 +134,9 @@ class Verifier:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         request = AWSRequest(method=scope["method"], url=f"http://kindling{raw_path}?{raw_query}")
         request.context.update(timestamp=stamp, signed_headers=_Headers((name, headers[name]) for name in signed))
-        out = Signed(akid, signer, request, signature, headers.get("x-amz-content-sha256"))
+        if region != self.region:
+            signer = _Signer(signer.credentials, service, region)
+        out = Signed(akid, signer, request, signature, headers.get("x-amz-content-sha256"), session)
         if out.declared_hash is not None:
             out.check_signature(out.declared_hash)
         return out
@@ -130,8 +146,9 @@ class Signed:
     """A request whose signature headers passed ``Verifier.check_headers``; its body is still to be checked."""
 
     def __init__(self, akid: str, signer: _Signer, request: AWSRequest, signature: str,
-                 declared_hash: str | None) -> None:
+                 declared_hash: str | None, session: Session | None = None) -> None:
         self.akid = akid
+        self.session = session  # the role session of temporary credentials; None: the operator's key pair
         self._signer = signer
         self._request = request
         self._signature = signature

@@ -31,6 +31,7 @@ SIGNING_SERVICE = "logs"
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 Operation = Callable[[LogsService, dict[str, Any]], dict[str, Any]]
+Authorize = Callable[[str, dict[str, Any]], None]  # (operation, members): AccessDeniedException if not allowed
 
 OPERATIONS: dict[str, Operation] = {
     "DescribeLogGroups": LogsService.describe_log_groups,
@@ -56,7 +57,8 @@ def is_logs_request(method: str, path: str, headers: dict[str, str]) -> bool:
     return method == "POST" and path == "/" and headers.get("x-amz-target", "").startswith(TARGET_PREFIX)
 
 
-async def handle(k: Kindling, headers: dict[str, str], body: bytes | None) -> Response:
+async def handle(k: Kindling, headers: dict[str, str], body: bytes | None,
+                 authorize: Authorize | None = None) -> Response:
     name = headers["x-amz-target"][len(TARGET_PREFIX):]
     operation = OPERATIONS.get(name)
     if operation is None:
@@ -64,6 +66,8 @@ async def handle(k: Kindling, headers: dict[str, str], body: bytes | None) -> Re
     if body is None:
         raise errors.InvalidParameterException("The request is too large.")
     params = _params(name, body)
+    if authorize is not None:  # signed with role credentials
+        authorize(name, params)
     service = k.logs_service
     if name in _OFF_LOOP:
         result = await asyncio.to_thread(operation, service, params)

@@ -18,7 +18,7 @@ import os
 import signal
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
@@ -55,6 +55,14 @@ class FunctionVersion:
         return self.name, self.version, self.config["RevisionId"]
 
 
+class CredentialSource(Protocol):
+    """Temporary credentials of a function's execution role for an environment (kindling.iam.service.IAM)."""
+
+    def environment_credentials(self, role_arn: str, function_name: str, owner: str) -> dict[str, str]: ...
+    def share_credentials(self, owner: str, other: str) -> None: ...
+    def release_credentials(self, owner: str) -> None: ...
+
+
 @dataclasses.dataclass
 class InvokeRequest:
     payload: bytes
@@ -74,6 +82,8 @@ class InvokeResult:
 
 
 class ExecutionEnvironment:
+    credentials: CredentialSource | None = None  # set by Kindling: each environment gets its role's credentials
+
     def __init__(self, fn: FunctionVersion, base_env: dict[str, str], logs: LogStore, backend: Backend) -> None:
         self.fn = fn
         self.backend = backend
@@ -111,7 +121,10 @@ class ExecutionEnvironment:
         memory, tmp = int(c["MemorySize"]), int(c["EphemeralStorage"]["Size"])
         if self.template is not None:
             self.initialization_type = "snap-start"
-            own = {"AWS_LAMBDA_LOG_STREAM_NAME": self.log.name, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+            own = {"AWS_LAMBDA_LOG_STREAM_NAME": self.log.name, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start",
+                   **self._credentials()}
+            if self.credentials is not None:  # clients its template's init made keep the template's session
+                self.credentials.share_credentials(self.template, self.id)
             self.process = await self.backend.clone(self.template, own, memory, tmp)  # type: ignore[attr-defined]
         elif self.zygote is not None:  # a runtime forked before init: init runs here, as on-demand
             self.process = await self.backend.clone(  # type: ignore[attr-defined]
@@ -143,11 +156,23 @@ class ExecutionEnvironment:
             "PWD": task_root,
         })
         env.update(self.log_format.environment())
+        env.update(self._credentials())
         env.update((c.get("Environment") or {}).get("Variables") or {})
         return env
 
+    def _credentials(self) -> dict[str, str]:
+        """A new session of the function's execution role, held by this environment until it ends (a function's
+        own variables of the same names win)."""
+        if self.credentials is None:
+            return {}
+        own = (self.fn.config.get("Environment") or {}).get("Variables") or {}
+        issued = self.credentials.environment_credentials(self.fn.config.get("Role") or "", self.fn.name, self.id)
+        return {k: v for k, v in issued.items() if k not in own}
+
     def shutdown(self) -> None:
         """SIGTERM now, SIGKILL after a grace period; frees the Runtime API."""
+        if self.credentials is not None:
+            self.credentials.release_credentials(self.id)  # its credentials are refused from now on
         if self.dead and self.process is None:
             return
         self.dead = True
@@ -163,6 +188,8 @@ class ExecutionEnvironment:
     def _exited(self, code: int) -> None:
         self._drain()
         self.dead = True
+        if self.credentials is not None:
+            self.credentials.release_credentials(self.id)
         loop = asyncio.get_running_loop()
         proc = self.process
         if proc is not None:

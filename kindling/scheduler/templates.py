@@ -132,6 +132,7 @@ class Templates:
         loop = asyncio.get_running_loop()
         loop.add_reader(read_fd, _copy, read_fd, shape)
         tid = uuid.uuid4().hex
+        shape.id = tid  # the template's credentials are its own, released when it is dropped
         c = fn.config
         try:
             await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
@@ -162,6 +163,8 @@ class Templates:
         self.failed = {k for k in self.failed if not hit(k)}
 
     async def _drop(self, tid: str) -> None:
+        if ExecutionEnvironment.credentials is not None:
+            ExecutionEnvironment.credentials.release_credentials(tid)
         try:
             await self.backend.drop(tid)  # type: ignore[attr-defined]
         except OSError:

@@ -1,0 +1,1 @@
+"""A small IAM and STS: roles, policies, role sessions and IAM's evaluation logic (see docs/iam.md)."""
