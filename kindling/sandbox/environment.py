@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+from kindling.network import endpoints
 from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
@@ -143,7 +144,9 @@ class ExecutionEnvironment:
             "PWD": task_root,
         })
         env.update(self.log_format.environment())
-        env.update((c.get("Environment") or {}).get("Variables") or {})
+        own = (c.get("Environment") or {}).get("Variables") or {}
+        env.update(own)
+        endpoints.yield_to(env, own)  # the function's own AWS_ENDPOINT_URL wins over Kindling's service variables
         return env
 
     def shutdown(self) -> None:

@@ -858,6 +858,11 @@ def main():
         sys.path[0] = task_root
     else:
         sys.path.insert(0, task_root)
+    # The AWS SDK the runtime carries (kindling/runtimes/sdk.py): after /var/task (and the layers and
+    # /var/runtime of PYTHONPATH), so a function's own boto3 wins, as on Lambda. Imported only if the function does.
+    sdk = os.path.join(here, "sdk", "python%d.%d" % sys.version_info[:2])
+    at = sys.path.index(here) + 1 if here in sys.path else 1
+    sys.path.insert(at, sdk)
 
     _setup_logging()
     try:
