@@ -16,10 +16,16 @@ import time
 import uuid
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from kindling import errors
+from kindling.observability.metrics import REGISTRY
 
 MAX_INVOCATIONS = 16
 LINEAGE = "Lineage"
+# Lambda's RecursiveInvocationsDropped, counted where the invoke is stopped (sync and async alike)
+DROPPED = Counter("kindling_recursive_invocations_dropped", "Invokes stopped because the function was part of a "
+                  "recursive loop (Lambda's RecursiveInvocationsDropped).", ["function"], registry=REGISTRY)
 
 
 def lineage_key(function_arn: str) -> str:
@@ -67,6 +73,7 @@ class RecursionGuard:
 
     def __call__(self, name: str, function_arn: str, trace: str | None) -> str:
         if count(trace, function_arn) >= MAX_INVOCATIONS and self.recursive_loop(name) != "Allow":
+            DROPPED.labels(name).inc()
             raise errors.RecursiveInvocationException(
                 f"Recursive invocation detected: {function_arn} was invoked more than {MAX_INVOCATIONS} times "
                 "by the same chain of requests, and its recursive loop detection is set to Terminate.")

@@ -853,7 +853,8 @@ def main():
 
     # The task root replaces this script's directory at the head of sys.path.
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    here = os.path.dirname(os.path.abspath(_SELF_FILE))
+    # (This script's path as started, /var/runtime/...: the code cache's co_filename is where it was compiled.)
+    here = os.path.dirname(os.path.abspath(__file__))
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
         sys.path[0] = task_root
     else:
