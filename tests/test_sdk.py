@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from conftest import ROLE, Server, free_port, make_zip, unique
 
 from kindling.network import KINDLING_ADDRESS, exposed_ports
 from kindling.network import endpoints as ep
+from kindling.queue import recursion
 from kindling.runtimes import sdk
 from kindling.runtimes.registry import Runtimes
 
@@ -392,6 +394,38 @@ def test_async_self_recursion_through_boto3_stops_at_16_unless_allowed(host_lam,
     host_lam.invoke(FunctionName=allowed, InvocationType="Event", Payload=json.dumps({"stop": 20}).encode())
     assert wait_hops(host_server, allowed, 20, settle=0.5) == list(range(1, 21))
     assert dropped(host_server, allowed) == 0
+
+
+LOOP_A = """def handler(event, context):
+    depth = event.get("depth", 0) + 1
+    print("HOP", depth)
+    return {"depth": depth}
+"""
+LOOP_B = """import json
+import boto3
+def handler(event, context):  # A's on-success destination: invokes A again through the SDK
+    boto3.client("lambda").invoke(FunctionName=event["requestContext"]["functionArn"].split(":")[6],
+                                  InvocationType="Event", Payload=json.dumps(event["responsePayload"]))
+"""
+
+
+def test_a_loop_through_a_destination_and_the_sdk_stops_at_16(host_lam, make_fn,  # noqa: ANN001
+                                                                host_server: Server) -> None:
+    a, b = make_fn(LOOP_A, MemorySize=128), make_fn(LOOP_B, MemorySize=128)
+    b_arn = host_lam.get_function(FunctionName=b)["Configuration"]["FunctionArn"]
+    host_lam.put_function_event_invoke_config(FunctionName=a, DestinationConfig={"OnSuccess": {"Destination": b_arn}})
+    host_lam.invoke(FunctionName=a, InvocationType="Event", Payload=b"{}")
+    assert wait_hops(host_server, a, 16, settle=2.0) == list(range(1, 17))
+    assert dropped(host_server, a) == 1
+
+
+def test_lineage_as_botocore_quotes_it_is_counted() -> None:
+    """botocore percent-encodes the X-Amzn-Trace-Id it copies from _X_AMZN_TRACE_ID ('|' as %7C)."""
+    a, b = "arn:aws:lambda:us-east-1:000000000000:function:a", "arn:aws:lambda:us-east-1:000000000000:function:b"
+    trace = recursion.advanced(recursion.advanced(recursion.advanced(None, a), b), a)
+    quoted = urllib.parse.quote(trace, safe="-=;:+&[]{}\"',")
+    assert "%7C" in quoted
+    assert (recursion.count(quoted, a), recursion.count(quoted, b)) == (2, 1)
 
 
 def test_sdk_trees_are_not_imported_by_the_runtime_itself() -> None:

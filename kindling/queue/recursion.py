@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 
@@ -45,7 +46,8 @@ def _split(trace: str) -> tuple[list[str], dict[str, int]]:
             if part.strip():
                 parts.append(part.strip())
             continue
-        for entry in value.split("|"):
+        # botocore percent-encodes the header it copies from _X_AMZN_TRACE_ID, '|' included (%7C)
+        for entry in urllib.parse.unquote(value).split("|"):
             h, _, n = entry.partition(":")
             if h and n.isdigit():
                 lineage[h] = int(n)
