@@ -3,10 +3,11 @@
 The pinned sets live in pyproject.toml (``[tool.kindling.runtime-sdk]``: one set per range of Python versions).
 ``python -m kindling.runtimes.sdk`` (run by ``make``) installs each set once with pip into its own tree under
 kindling/runtimes/python/sdk/ -- the runtime directory every environment sees read-only at /var/runtime -- and
-links ``sdk/python3.X`` to the tree for that interpreter. Nothing is downloaded at serve time: ``kindling serve``
-only compiles each tree's bytecode once for the interpreters found (environments cannot write it) and warns when a
-tree is missing. The runtime's bootstrap puts /var/runtime/sdk/python3.X on sys.path after /var/task and
-/var/runtime, so a function's own boto3 wins; nothing of it is imported unless the function imports it.
+links ``sdk/python3.X`` to the tree for that interpreter, then compiles each tree's bytecode for the interpreters
+found (environments cannot write it). Nothing is downloaded at serve time: ``kindling serve`` only compiles what an
+interpreter found since lacks, and warns when a tree is missing. The runtime's bootstrap puts
+/var/runtime/sdk/python3.X on sys.path after /var/task and /var/runtime, so a function's own boto3 wins; nothing of
+it is imported unless the function imports it.
 """
 
 from __future__ import annotations
@@ -107,3 +108,6 @@ def precompile(interpreters: dict[str, str], sdk_dir: Path = SDK_DIR) -> None:
 
 if __name__ == "__main__":
     install()
+    from kindling.runtimes.registry import Runtimes
+
+    Runtimes().precompile()  # now, so that the first `kindling serve` does not wait for it
