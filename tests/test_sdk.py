@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -209,9 +210,9 @@ def make_fn(host_server: Server, host_lam) -> Iterator:  # noqa: ANN001
         files = {"app.py": code} if isinstance(code, str) else code
         name = kwargs.pop("FunctionName", None) or unique("sdk")
         variables = {**role_credentials(host_server), **(env or {})}
-        host_lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-                                 Code={"ZipFile": make_zip(files)}, Timeout=60,
-                                 Environment={"Variables": variables}, **kwargs)
+        kwargs.setdefault("Runtime", "python3.12")
+        host_lam.create_function(FunctionName=name, Role=ROLE, Handler="app.handler", Code={"ZipFile": make_zip(files)},
+                                 Timeout=60, Environment={"Variables": variables}, **kwargs)
         made.append(name)
         return name
 
@@ -239,9 +240,12 @@ def handler(event, context):
 HELLO = 'def handler(event, context):\n    return {"hello": event.get("name", "world")}\n'
 
 
-def test_a_function_invokes_another_through_boto3(host_lam, make_fn) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("runtime", ["python3.12", "python3.9"])
+def test_a_function_invokes_another_through_boto3(host_lam, make_fn, runtime: str) -> None:  # noqa: ANN001
+    if not Runtimes().available(runtime):
+        pytest.skip(f"no {runtime} interpreter here")
     target = make_fn(HELLO)
-    caller = make_fn(CALLER)
+    caller = make_fn(CALLER, Runtime=runtime)
     assert invoke(host_lam, caller, {"target": target}) == {"status": 200, "payload": {"hello": "sdk"}}
 
 
@@ -417,6 +421,30 @@ def test_a_loop_through_a_destination_and_the_sdk_stops_at_16(host_lam, make_fn,
     host_lam.invoke(FunctionName=a, InvocationType="Event", Payload=b"{}")
     assert wait_hops(host_server, a, 16, settle=2.0) == list(range(1, 17))
     assert dropped(host_server, a) == 1
+
+
+def test_a_hostile_trace_header_costs_only_its_caller(host_server: Server, host_lam, make_fn) -> None:  # noqa: ANN001
+    """Oversized and malformed X-Amzn-Trace-Id / Lineage (what a function's SDK would send back): a clean answer,
+    never a 5xx, and a bystander keeps answering."""
+    fn, bystander = make_fn(HELLO), make_fn(HELLO)
+    invoke(host_lam, bystander)
+    path = f"/2015-03-31/functions/{fn}/invocations"
+    traces = ["Root=1-00000000-000000000000000000000000;Lineage=" + "|".join(f"{i:08x}:1" for i in range(4000)),
+              "Lineage=" + "%7C" * 5000, "Lineage=::::|||;;;===", "Lineage=aaaaaaaa:99999999999999999999999",
+              "Root=" + "x" * 30000]
+    for trace in traces:
+        for invocation_type in ("RequestResponse", "Event"):
+            req = host_server.signed_request("POST", path, b"{}", {"X-Amzn-Trace-Id": trace,
+                                                                  "X-Amz-Invocation-Type": invocation_type})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    status = r.status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            assert status < 500, (trace[:60], invocation_type, status)
+        started = time.monotonic()
+        assert invoke(host_lam, bystander) == {"hello": "world"}
+        assert time.monotonic() - started < 2
 
 
 def test_lineage_as_botocore_quotes_it_is_counted() -> None:
