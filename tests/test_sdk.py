@@ -120,6 +120,29 @@ def test_bad_endpoints_are_refused(spec: str, message: str) -> None:
     assert len(str(caught.value)) < 400  # an oversized value is not echoed back whole
 
 
+def test_the_flag_repeats_and_the_variable_takes_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from kindling.cli.main import _serve_options
+    from kindling.settings import Settings
+
+    @click.command()
+    @_serve_options
+    def show(**options: object) -> None:
+        click.echo(Settings.from_env(**options).service_endpoints)
+
+    monkeypatch.delenv("KINDLING_SERVICE_ENDPOINTS", raising=False)
+    flags = ["--service-endpoint", "s3=http://127.0.0.1:5000", "--service-endpoint", "sqs=http://127.0.0.1:5001"]
+    out = CliRunner().invoke(show, flags)
+    assert out.output.strip() == "s3=http://127.0.0.1:5000,sqs=http://127.0.0.1:5001"
+    assert ep.parse(out.output.strip()) == {"s3": "http://127.0.0.1:5000", "sqs": "http://127.0.0.1:5001"}
+    monkeypatch.setenv("KINDLING_SERVICE_ENDPOINTS", "s3=http://127.0.0.1:5000,sqs=http://127.0.0.1:5001")
+    assert CliRunner().invoke(show, []).output.strip() == "s3=http://127.0.0.1:5000,sqs=http://127.0.0.1:5001"
+    monkeypatch.delenv("KINDLING_SERVICE_ENDPOINTS")
+    assert CliRunner().invoke(show, []).output.strip() == ""
+
+
 def test_server_refuses_to_start_with_a_bad_endpoint(tmp_path: Path) -> None:
     srv = Server(tmp_path / "data", sandbox="process", service_endpoints="s3=ftp://127.0.0.1:5000")
     with pytest.raises(RuntimeError, match="must start with http:// or https://"):
