@@ -96,8 +96,13 @@ def precompile(interpreters: dict[str, str], sdk_dir: Path = SDK_DIR) -> None:
         done = link / f".compiled-{tag}"
         if done.exists():
             continue
-        result = subprocess.run([interpreter, "-s", "-m", "compileall", "-q", "-j", "0", str(link.resolve())],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)
+        try:
+            result = subprocess.run([interpreter, "-s", "-m", "compileall", "-q", "-j", "0", str(link.resolve())],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # imports still work, only slower: start anyway
+            log.warning("could not compile the AWS SDK for %s (%s); imports of it will compile on every cold start",
+                        runtime, exc)
+            continue
         if result.returncode == 0:
             done.touch()
     if missing:
