@@ -151,14 +151,15 @@ def test_server_refuses_to_start_with_a_bad_endpoint(tmp_path: Path) -> None:
 
 
 # -- boto3 in the runtime ------------------------------------------------------------------------------------------
-PROBE = """import os, sys, time
+PROBE = """import inspect, os, sys, time
 def handler(event, context):
+    frames = [f.filename for f in inspect.stack()]
     t = time.monotonic()
     import boto3, botocore, urllib3
     took = time.monotonic() - t
     return {"boto3": boto3.__version__, "botocore": botocore.__version__, "file": boto3.__file__,
             "took": took, "urllib3": urllib3.__file__, "path": sys.path, "python": "%d.%d" % sys.version_info[:2],
-            "env": {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL")}}
+            "frames": frames, "env": {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL")}}
 """
 
 
@@ -177,6 +178,7 @@ def test_boto3_imports_in_an_isolated_environment_with_nothing_in_the_zip(lam, c
     assert got["urllib3"].startswith(f"/var/runtime/sdk/{runtime}/")
     here = str(Path(__file__).resolve().parents[1])
     assert not any(here in p for p in got["path"]), got["path"]  # no host path of Kindling's
+    assert not any(here in f for f in got["frames"]), got["frames"]  # nor in the runtime's code
     assert got["path"][:3] == ["/var/task", "/var/runtime", f"/var/runtime/sdk/{runtime}"]
     assert got["env"]["AWS_ENDPOINT_URL_LAMBDA"] == f"http://{KINDLING_ADDRESS}"
 

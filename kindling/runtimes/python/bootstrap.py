@@ -50,6 +50,9 @@ def _load_body(force_write=False):
             data = f.read()
         if data.startswith(header):
             code = marshal.loads(memoryview(data)[len(header):])
+            if code.co_filename != filename:  # compiled at another path (the host's): say where it runs from
+                import _imp
+                _imp._fix_co_filename(code, filename)
     except Exception:
         pass
     if code is None:
