@@ -20,6 +20,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@# nftables for the function network plane (its `nft` tool; Debian's package)
 	@command -v nft >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q nftables >/dev/null || { apt-get update -q && apt-get install -y -q nftables; }; } || true
 	$(BIN)/pip install -q -e .
+	@# the AWS SDK Python runtimes carry (pinned in pyproject.toml; kindling/runtimes/sdk.py)
+	$(BIN)/python -m kindling.runtimes.sdk
 	@touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed

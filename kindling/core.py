@@ -14,6 +14,7 @@ from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.iam.service import IAM
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
+from kindling.network import endpoints
 from kindling.observability import metrics, tracing
 from kindling.observability.log_limits import LogLimits
 from kindling.observability.logs import LogStore
@@ -38,6 +39,10 @@ class Kindling:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data = settings.data_path
+        try:  # refused before anything starts
+            self.service_endpoints = endpoints.parse(settings.service_endpoints)
+        except endpoints.EndpointError as exc:
+            raise SystemExit(str(exc)) from None
         runtimes = Runtimes(settings.runtimes)
         runtimes.precompile()  # before the umask: environments read the bootstrap's code cache
         datadir.make_private(data)  # umask 077 from here on, and an older data dir tightened
@@ -62,7 +67,10 @@ class Kindling:
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool)
         counter = Counter(settings.concurrency_limit)
-        self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend,
+        # AWS_ENDPOINT_URL_<SERVICE>: the SDKs inside functions call Kindling, and the operator's endpoints
+        environ = base_environment(settings.region) | endpoints.environment(
+            self.service_endpoints, settings.host, settings.port, self.backend.name != "process")
+        self.scheduler = Scheduler(self.logs, environ, settings.keep_alive, self.backend,
                                    counter, settings.memory_budget_mb, settings.templates)
         self.concurrency = ConcurrencyService(self.functions, ConcurrencyStore(self.engine), counter)
         self.functions.listeners.insert(0, self.functions.store.invalidate)  # before anyone reads it again

@@ -19,6 +19,7 @@ class Setting:
     default: Any
     type: type
     help: str
+    repeatable: bool = False  # a flag given once per value (named in the singular); its values joined with ","
 
     @property
     def envvar(self) -> str:
@@ -26,7 +27,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.name.removesuffix("s") if self.repeatable else self.name).replace("_", "-")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -75,6 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqs_endpoint", "", str,
             "SQS-compatible endpoint that SQS destinations and dead-letter queues are sent to, e.g. "
             "http://127.0.0.1:5000. Empty: records for SQS targets count as delivery failures."),
+    Setting("service_endpoints", "", str,
+            "Endpoints the AWS SDKs inside functions use for services Kindling does not serve, as SERVICE=URL with "
+            "the SDK's client name, e.g. 's3=http://127.0.0.1:5000' (repeat the flag, or separate with commas; "
+            "'*=URL' for every other service). Set in environments as AWS_ENDPOINT_URL_<SERVICE>; an endpoint on "
+            "the host's loopback is reached inside isolated environments at 169.254.100.2:PORT (docs/sdk.md).",
+            repeatable=True),
     Setting("sqs_access_key_id", "test", str, "Access key id for the SQS-compatible endpoint."),
     Setting("sqs_secret_access_key", "test", str, "Secret access key for the SQS-compatible endpoint."),
     Setting("log_retention_days", 30, int,
@@ -131,6 +138,7 @@ class Settings:
     async_delay_scale: float = 1.0
     async_max_in_flight: int = 32
     sqs_endpoint: str = ""
+    service_endpoints: str = ""
     sqs_access_key_id: str = "test"
     sqs_secret_access_key: str = dataclasses.field(default="test", repr=False)
     log_retention_days: int = 30

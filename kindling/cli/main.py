@@ -22,8 +22,14 @@ from kindling.settings import SETTINGS, Settings
 def _serve_options(f: Any) -> Any:
     for s in reversed(SETTINGS):
         f = click.option(s.flag, s.name, type=s.type, default=None, envvar=s.envvar, show_envvar=True,
+                         multiple=s.repeatable, callback=_join if s.repeatable else None,
                          help=f"{s.help} [default: {s.default}]")(f)
     return f
+
+
+def _join(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | None:
+    """A repeatable flag's values as one setting: "a,b" (None when not given: the default applies)."""
+    return ",".join(values) if values else None
 
 
 @click.group()

@@ -9,6 +9,8 @@ the same in every environment and on every server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 RUNTIME_API_ADDRESS = "169.254.100.1"
 RUNTIME_API_PORT = 9001
 RUNTIME_API = f"{RUNTIME_API_ADDRESS}:{RUNTIME_API_PORT}"
@@ -16,10 +18,18 @@ KINDLING_ADDRESS = "169.254.100.2"  # Kindling's API inside every environment: h
 KINDLING_API_PORT = 80
 
 
-def exposed_ports(host: str, port: int) -> dict[int, tuple[str, int]]:
+def exposed_ports(host: str, port: int,
+                  service_endpoints: Mapping[str, str] | None = None) -> dict[int, tuple[str, int]]:
     """Host services every environment may reach at KINDLING_ADDRESS: {port inside: (host address, port)}.
 
     Kindling's API (listening on ``host``:``port``) answers on port 80; an address the server listens on every
-    interface with is reached on loopback."""
+    interface with is reached on loopback. Each operator endpoint on the host's loopback (``service_endpoints``,
+    as kindling.network.endpoints.parse returns them, e.g. {"s3": "http://127.0.0.1:5000"}) answers on its own
+    port: {5000: ("127.0.0.1", 5000)}; other endpoints are reached by their own address."""
     target = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost", "") else host
-    return {KINDLING_API_PORT: (target, port)}
+    ports = {KINDLING_API_PORT: (target, port)}
+    if service_endpoints:
+        from kindling.network import endpoints
+
+        ports.update(endpoints.exposed_ports(service_endpoints))  # parse() refused port 80 and clashes
+    return ports

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from kindling import errors
+from kindling.observability.metrics import REGISTRY
 
 MAX_INVOCATIONS = 16
 LINEAGE = "Lineage"
+# Lambda's RecursiveInvocationsDropped, counted where the invoke is stopped (sync and async alike)
+DROPPED = Counter("kindling_recursive_invocations_dropped", "Invokes stopped because the function was part of a "
+                  "recursive loop (Lambda's RecursiveInvocationsDropped).", ["function"], registry=REGISTRY)
 
 
 def lineage_key(function_arn: str) -> str:
@@ -39,7 +46,8 @@ def _split(trace: str) -> tuple[list[str], dict[str, int]]:
             if part.strip():
                 parts.append(part.strip())
             continue
-        for entry in value.split("|"):
+        # botocore percent-encodes the header it copies from _X_AMZN_TRACE_ID, '|' included (%7C)
+        for entry in urllib.parse.unquote(value).split("|"):
             h, _, n = entry.partition(":")
             if h and n.isdigit():
                 lineage[h] = int(n)
@@ -67,6 +75,7 @@ class RecursionGuard:
 
     def __call__(self, name: str, function_arn: str, trace: str | None) -> str:
         if count(trace, function_arn) >= MAX_INVOCATIONS and self.recursive_loop(name) != "Allow":
+            DROPPED.labels(name).inc()
             raise errors.RecursiveInvocationException(
                 f"Recursive invocation detected: {function_arn} was invoked more than {MAX_INVOCATIONS} times "
                 "by the same chain of requests, and its recursive loop detection is set to Terminate.")

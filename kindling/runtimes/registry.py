@@ -15,6 +15,8 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+from kindling.runtimes import sdk
+
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
 PROVIDED = ("provided.al2", "provided.al2023")
 PYTHONS = tuple(f"python3.{minor}" for minor in range(9, 14))
@@ -50,8 +52,9 @@ class Runtimes:
         return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
 
     def precompile(self) -> None:
-        """Compile the bootstrap's code cache for every interpreter here, once: environments see
-        the runtime directory read-only and would otherwise compile it on every cold start."""
+        """Compile the bootstrap's code cache (and the bytecode of the AWS SDK the runtimes carry) for every
+        interpreter here, once: environments see the runtime directory read-only and would otherwise compile
+        it on every cold start."""
         for runtime in PYTHONS:
             interpreter = self.interpreter(runtime)
             if interpreter is None:
@@ -62,6 +65,7 @@ class Runtimes:
                 continue
             subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
 
     def prefixes(self) -> list[str]:
         """Install prefixes of every interpreter found: environments see them read-only."""

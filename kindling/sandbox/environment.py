@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from kindling.network import endpoints
 from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
@@ -157,7 +158,9 @@ class ExecutionEnvironment:
         })
         env.update(self.log_format.environment())
         env.update(self._credentials())
-        env.update((c.get("Environment") or {}).get("Variables") or {})
+        own = (c.get("Environment") or {}).get("Variables") or {}
+        env.update(own)
+        endpoints.yield_to(env, own)  # the function's own AWS_ENDPOINT_URL wins over Kindling's service variables
         return env
 
     def _credentials(self) -> dict[str, str]:

@@ -50,6 +50,9 @@ def _load_body(force_write=False):
             data = f.read()
         if data.startswith(header):
             code = marshal.loads(memoryview(data)[len(header):])
+            if code.co_filename != filename:  # compiled at another path (the host's): say where it runs from
+                import _imp
+                _imp._fix_co_filename(code, filename)
     except Exception:
         pass
     if code is None:
@@ -853,11 +856,17 @@ def main():
 
     # The task root replaces this script's directory at the head of sys.path.
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    here = os.path.dirname(os.path.abspath(_SELF_FILE))
+    # (This script's path as started, /var/runtime/...: the code cache's co_filename is where it was compiled.)
+    here = os.path.dirname(os.path.abspath(__file__))
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
         sys.path[0] = task_root
     else:
         sys.path.insert(0, task_root)
+    # The AWS SDK the runtime carries (kindling/runtimes/sdk.py): after /var/task (and the layers and
+    # /var/runtime of PYTHONPATH), so a function's own boto3 wins, as on Lambda. Imported only if the function does.
+    sdk = os.path.join(here, "sdk", "python%d.%d" % sys.version_info[:2])
+    at = sys.path.index(here) + 1 if here in sys.path else 1
+    sys.path.insert(at, sdk)
 
     _setup_logging()
     try:
