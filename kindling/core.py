@@ -11,6 +11,7 @@ from kindling.functions.concurrency import ConcurrencyService
 from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
+from kindling.network import exposed_ports
 from kindling.observability import metrics, tracing
 from kindling.observability.log_limits import LogLimits
 from kindling.observability.logs import LogStore
@@ -52,7 +53,8 @@ class Kindling:
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
-                                    settings.sandbox_gid, settings.sandbox_pool)
+                                    settings.sandbox_gid, settings.sandbox_pool, settings.network,
+                                    exposed_ports(settings.host, settings.port))
         counter = Counter(settings.concurrency_limit)
         self.scheduler = Scheduler(self.logs, base_environment(settings.region), settings.keep_alive, self.backend,
                                    counter, settings.memory_budget_mb, settings.templates)

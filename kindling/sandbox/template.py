@@ -20,6 +20,7 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 from kindling.sandbox import linux, verify
 from kindling.sandbox.cgroups import Cgroup
@@ -66,9 +67,11 @@ class Template:
     it): everything it or a clone says is read without blocking, parsed strictly, and believed only as a
     hint; a clone is used only once the spawner has checked it from outside (kindling.sandbox.verify)."""
 
-    def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int) -> None:
+    def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int,
+                 network: Callable[[int], None] = lambda pid: None) -> None:
         self.cfg = cfg
         self.id = spec["template"]
+        self.egress: list[dict] | None = spec.get("egress")  # its version's egress rules (a VPC function)
         self.zygote = bool(spec.get("zygote"))  # taken before init: clones get their function at "go"
         self.code_root = os.path.dirname(spec.get("code_root", "") + "/")
         self.memory_mb = int(spec["memory_mb"])
@@ -96,6 +99,7 @@ class Template:
                 f.write(f"0 {cfg.unmapped} 1\n{cfg.uid} {cfg.uid} 1\n")
             with open(f"/proc/{self.pid}/gid_map", "w") as f:
                 f.write(f"0 {cfg.unmapped} 1\n{cfg.gid} {cfg.gid} 1\n")
+            network(self.pid)  # its veth and Runtime API address, before its init runs
             self.ctl.send(b"ok")
         except BaseException:
             self.cgroup.destroy()
