@@ -111,7 +111,7 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
     cmds += [
         rule("inet", "in", here, _m({"ct": {"key": "status"}}, "dnat", "in"), accept),
         rule("inet", "in", here, drop),  # the host itself: its loopback services, its addresses, the bridge's
-        rule("inet", "fwd", _m(_meta("oifname"), b), _m({"ct": {"key": "state"}}, ["established", "related"]),
+        rule("inet", "fwd", _m(_meta("oifname"), b), _m({"ct": {"key": "state"}}, ["established", "related"], "in"),
              accept),
         rule("inet", "fwd", _m(_meta("oifname"), b), drop),  # nothing new into an environment
         rule("inet", "fwd", here, _m(_meta("nfproto"), "ipv6"), drop),
