@@ -144,6 +144,10 @@ def handler(event, context):
         out["hostile"] = hostile()
     if event.get("flood"):
         out["flood"] = flood(*event["flood"])
+    if event.get("udp"):  # one datagram to each of many ports: each a new flow the host's conntrack tracks
+        host, first, n = event["udp"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            out["udp_sent"] = sum(1 for port in range(first, first + n) if s.sendto(b"x", (host, port)))
     return out
 '''
 
@@ -158,6 +162,11 @@ class Outside:
         self.host, self.address = f"{self.net}.1", f"{self.net}.2"
         self.open_port, self.closed_port = 8000, 8001  # a VPC rule allows only the first
         self.service: subprocess.Popen[bytes] | None = None
+
+    def nft(self, commands: str) -> str:
+        """nftables in the test's own namespace (its own rule set)."""
+        return subprocess.run(["ip", "netns", "exec", self.ns, "nft", commands], check=True, capture_output=True,
+                              text=True).stdout
 
     def start(self) -> Outside:
         def ip(*args: str) -> None:
@@ -395,3 +404,44 @@ def test_egress_rules_hold_an_environment_to_what_they_allow(outside, tmp_path):
     restricted, free = asyncio.run(main())
     assert restricted.split("\n")[:2] == [f"{outside.open_port} ok", f"{outside.closed_port} TimeoutError"], restricted
     assert free.split("\n")[:2] == [f"{outside.open_port} ok", f"{outside.closed_port} ok"], free
+
+
+def test_a_dead_servers_bridge_and_tables_are_removed_at_start():
+    """Given the bridge and tables of a server whose spawner is gone (killed outright), when any server starts,
+    then they are removed; a bridge that is not Kindling's is left alone."""
+    from kindling.network import bridge, policy
+
+    dead, foreign = uuid.uuid4().hex[:8], f"kd{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", bridge.bridge_name(dead), "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", bridge.bridge_name(dead), "alias", f"{bridge.ALIAS}999999999 1"], check=True)
+    subprocess.run(["ip", "link", "add", foreign, "type", "bridge"], check=True)
+    try:
+        policy.run([{"add": {"table": {"family": f, "name": policy.table(dead)}}} for f in ("inet", "bridge")])
+        with tempfile.TemporaryDirectory(prefix="kindling-net-") as tmp:
+            srv = Server(Path(tmp) / "data", network="none", templates="off").start()
+            srv.stop()
+        assert not _exists(bridge.bridge_name(dead)) and policy.table(dead) not in _tables()
+        assert _exists(foreign)
+    finally:
+        for link in (bridge.bridge_name(dead), foreign):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        policy.remove(dead)
+
+
+def test_an_environment_cannot_fill_the_hosts_connection_tracking(hostile_server, outside):
+    """Hostile: a function sends one UDP datagram to each of 1,500 ports (1,500 new flows for the host's shared
+    conntrack table); past 1,024 flows of its own the rest are dropped, and another environment still gets out."""
+    srv = hostile_server
+    outside.nft("add table inet count; add chain inet count c { type filter hook input priority 0; }; "
+                "add rule inet count c udp dport 20000-21499 counter")
+    try:
+        flooder, other = _function(srv), _function(srv)
+        got = _invoke(srv, flooder, udp=[outside.address, 20000, 1500])
+        assert got["udp_sent"] == 1500
+        time.sleep(0.2)
+        counted = int(outside.nft("list chain inet count c").split("packets ")[1].split()[0])
+        assert 1000 <= counted <= 1024, counted
+        assert _invoke(srv, other, probes={"outside": [outside.address, outside.open_port]})["probes"] == {
+            "outside": "ok"}
+    finally:
+        outside.nft("delete table inet count")

@@ -80,17 +80,22 @@ class Plane:
                 return slot
         raise OSError("every network slot of this server is in use")
 
-    def attach(self, pid: int) -> None:
-        """Give the environment whose first process is ``pid`` its network (off the cold-start path)."""
+    def attach(self, pid: int) -> str:
+        """Give the environment whose first process is ``pid`` its network (off the cold-start path); returns
+        the namespace configured, as /proc/PID/ns/net names it (every task of the environment must be in it)."""
         inside = veth.Inside(pid, self.home)
         try:
+            net = f"net:[{os.fstat(inside.fd).st_ino}]"
             veth.runtime_api_address(inside)
             if self.mode == "none":
-                return
+                return net
             slot = self._free_slot()
+            for stale in [p for p, s in self.pids.items() if s == slot]:  # an exit not seen (a discarded spare)
+                self.gone(stale)
             veth.attach(self.ipr, inside, self.index, bridge.veth_name(self.instance, slot), policy.mac(slot),
                         self.address(slot), self.block.prefixlen, self.gateway)
             self.pids[pid] = slot
+            return net
         finally:
             inside.close()
 

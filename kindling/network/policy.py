@@ -23,6 +23,8 @@ from typing import Any
 from kindling.network import KINDLING_ADDRESS
 
 TABLE = "kindling-"
+MAX_CONNECTIONS = 1024  # tracked outbound connections (and UDP flows) per environment: the host's conntrack
+#                         table is shared, one environment must not fill it
 NFT = "nft"
 
 
@@ -99,6 +101,8 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
     cmds += [
         {"add": {"table": {"family": "inet", "name": t}}},
         {"add": {"map": {"family": "inet", "table": t, "name": "egress", "type": "ipv4_addr", "map": "verdict"}}},
+        {"add": {"set": {"family": "inet", "table": t, "name": "conns", "type": "ipv4_addr",
+                         "size": 65535}}},
         chain("inet", "pre", type="nat", hook="prerouting", prio=-100, policy="accept"),
         chain("inet", "in", type="filter", hook="input", prio=-10, policy="accept"),
         chain("inet", "fwd", type="filter", hook="forward", prio=-10, policy="accept"),
@@ -116,6 +120,9 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
         rule("inet", "fwd", _m(_meta("oifname"), b), drop),  # nothing new into an environment
         rule("inet", "fwd", here, _m(_meta("nfproto"), "ipv6"), drop),
         rule("inet", "fwd", here, _m(_p("ip", "daddr"), link_local), drop),  # e.g. 169.254.169.254
+        rule("inet", "fwd", here, _m({"ct": {"key": "state"}}, "new", "in"),
+             {"set": {"op": "add", "elem": _p("ip", "saddr"), "set": "@conns",
+                      "stmt": [{"ct count": {"val": MAX_CONNECTIONS, "inv": True}}]}}, drop),
         rule("inet", "fwd", here, {"vmap": {"key": _p("ip", "saddr"), "data": "@egress"}}),
     ]
     if mode != "internet":

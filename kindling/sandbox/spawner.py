@@ -223,7 +223,7 @@ class Spawner:
             self.sel.register(fd, selectors.EVENT_READ, ("exit", t, spare.host_pid))
             t.prepare_next()  # the template leaves the spare's cgroup (frozen until it is asked again)
             spare.moved = True
-            self.plane.attach(spare.host_pid)  # a template's spare may run its code before "go": its rules now
+            spare.net = self.plane.attach(spare.host_pid)  # a template's spare may run before "go": its rules now
             self.plane.restrict(spare.host_pid, None if t.zygote else t.egress)
         if not spare.moved or spare.verified:
             return

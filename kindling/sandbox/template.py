@@ -52,6 +52,7 @@ class Spare:
         self.verified = False
         self.known: set[int] = set()  # tasks that passed the check
         self.ns: set[str] = set()  # their namespaces
+        self.net = ""  # the network namespace the spawner configured (every task must be in it)
         self.go: tuple[int, dict] | None = None  # a zygote's clone after "go": the request to answer
 
     def close(self) -> None:
@@ -249,6 +250,7 @@ class Template:
         instead of four keeps this look on the cold-start path to a few µs.)"""
         want = self.expected(taken)
         want.cgroup = "/kindling/" + spare.cgroup.name
+        want.net = spare.net
         spare.deadline = min(spare.deadline, time.monotonic() + CHECK_GRACE)
         procs = spare.cgroup.procs[:1] if again else spare.cgroup.procs
         try:
