@@ -268,7 +268,7 @@ def test_an_environment_reaches_outside_and_kindling_but_not_the_host(hostile_se
     assert p["outside"] == "ok", p
     for blocked in ("host_loopback_via_gateway", "server_via_gateway", "host_address", "kindling_address_other_port",
                     "metadata"):
-        assert p[blocked] == "timeout", (blocked, p)  # dropped: nothing answers, not even a reset
+        assert p[blocked] == "EHOSTUNREACH", (blocked, p)  # refused at once (ICMP administratively prohibited)
     assert p["server_on_own_loopback"] == "ECONNREFUSED"  # its loopback is its own
     assert "nameserver 127." not in got["resolv"]
 
@@ -343,7 +343,7 @@ def test_kindling_only_reaches_only_kindling(mode_server, outside):
     got = _invoke(mode_server, name, http="http://169.254.100.2/_kindling/health",
                   probes={"outside": [outside.address, outside.open_port], "metadata": ["169.254.169.254", 80]})
     assert got["http"][0] == 200
-    assert got["probes"] == {"outside": "timeout", "metadata": "timeout"}
+    assert got["probes"] == {"outside": "EHOSTUNREACH", "metadata": "EHOSTUNREACH"}
     assert got["resolv"] == ""
 
 
@@ -445,3 +445,13 @@ def test_an_environment_cannot_fill_the_hosts_connection_tracking(hostile_server
             "outside": "ok"}
     finally:
         outside.nft("delete table inet count")
+
+
+def test_environments_get_only_nameservers_they_can_reach(tmp_path):
+    from kindling.network.plane import nameservers
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# host\nnameserver 127.0.0.53\nnameserver 169.254.169.253\nnameserver ::1\n"
+                    "nameserver 10.0.0.2\nsearch example.internal\n")
+    assert nameservers(str(conf)) == ["10.0.0.2"]
+    assert nameservers(str(tmp_path / "missing")) == []

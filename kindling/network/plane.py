@@ -29,14 +29,15 @@ def unavailable() -> str:
 
 
 def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
-    """The host's nameservers an environment can reach (loopback resolvers are not reachable from one)."""
+    """The host's nameservers an environment can reach (IPv4, not on loopback or in 169.254.0.0/16: environments
+    reach neither)."""
     out = []
     try:
         with open(path) as f:
             for line in f:
                 words = line.split()
                 if len(words) >= 2 and words[0] == "nameserver" and ":" not in words[1] \
-                        and not words[1].startswith("127."):
+                        and not words[1].startswith(("127.", "169.254.")):
                     out.append(words[1])
     except OSError:
         pass
@@ -56,6 +57,7 @@ class Plane:
         self.bound: dict[int, int] = {}  # host PID of an environment with egress rules → its slot
         self.pids: dict[int, int] = {}  # host PID → slot
         bridge.remove_leftovers(self.ipr, instance)
+        bridge.remove(self.ipr, instance)  # whatever part of this instance's plane is left, e.g. tables alone
         if mode == "none":
             return
         self.index, self.block = bridge.create(self.ipr, instance)

@@ -6,8 +6,8 @@ Two tables per server, named after its instance, removed with its bridge:
   traffic at all), and a port may only send IPv4 and ARP from its slot's MAC and IP address (the set
   ``slots``, filled for every slot at start-up). A template holds CAP_NET_ADMIN over its clones' network
   namespaces, so nothing an environment configures is believed: the host end of its veth decides.
-* ``inet kindling-<instance>``: layer 3. Input from the bridge to the host is dropped except the ports DNATed
-  from KINDLING_ADDRESS (Kindling's API); forwarding to 169.254.0.0/16 and into environments is dropped;
+* ``inet kindling-<instance>``: layer 3. Input from the bridge to the host is refused except the ports DNATed
+  from KINDLING_ADDRESS (Kindling's API); forwarding to 169.254.0.0/16 is refused, into environments dropped;
   an environment with egress rules (a VPC function) jumps to a chain of those rules (``egress``: a verdict
   map keyed by its address); ``kindling-only`` drops all other forwarding; outbound traffic is masqueraded.
 """
@@ -80,6 +80,9 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
         return {"add": {"rule": {"family": family, "table": t, "chain": chain_name, "expr": list(expr)}}}
 
     drop, accept = {"drop": None}, {"accept": None}
+    # What the host refuses, it refuses at once (an ICMP "administratively prohibited": EHOSTUNREACH), so that a
+    # client fails fast: an SDK looking for credentials at 169.254.169.254 would otherwise wait seconds.
+    refuse = {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
     cmds: list[dict[str, Any]] = [
         {"add": {"table": {"family": "bridge", "name": t}}},
         {"add": {"set": {"family": "bridge", "table": t, "name": "slots",
@@ -114,19 +117,19 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
     link_local = {"prefix": {"addr": "169.254.0.0", "len": 16}}
     cmds += [
         rule("inet", "in", here, _m({"ct": {"key": "status"}}, "dnat", "in"), accept),
-        rule("inet", "in", here, drop),  # the host itself: its loopback services, its addresses, the bridge's
+        rule("inet", "in", here, refuse),  # the host itself: its loopback services, its addresses, the bridge's
         rule("inet", "fwd", _m(_meta("oifname"), b), _m({"ct": {"key": "state"}}, ["established", "related"], "in"),
              accept),
         rule("inet", "fwd", _m(_meta("oifname"), b), drop),  # nothing new into an environment
         rule("inet", "fwd", here, _m(_meta("nfproto"), "ipv6"), drop),
-        rule("inet", "fwd", here, _m(_p("ip", "daddr"), link_local), drop),  # e.g. 169.254.169.254
+        rule("inet", "fwd", here, _m(_p("ip", "daddr"), link_local), refuse),  # e.g. 169.254.169.254
         rule("inet", "fwd", here, _m({"ct": {"key": "state"}}, "new", "in"),
              {"set": {"op": "add", "elem": _p("ip", "saddr"), "set": "@conns",
                       "stmt": [{"ct count": {"val": MAX_CONNECTIONS, "inv": True}}]}}, drop),
         rule("inet", "fwd", here, {"vmap": {"key": _p("ip", "saddr"), "data": "@egress"}}),
     ]
     if mode != "internet":
-        cmds.append(rule("inet", "fwd", here, drop))
+        cmds.append(rule("inet", "fwd", here, refuse))
     cmds.append(rule("inet", "post", _m(_p("ip", "saddr"), _net(block)), _m(_meta("oifname"), b, "!="),
                      {"masquerade": None}))
     run(cmds)
