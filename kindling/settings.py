@@ -65,8 +65,8 @@ SETTINGS: tuple[Setting, ...] = (
             "What isolated execution environments may reach (docs/network.md): 'internet' (outbound traffic, "
             "NATed through the host's routes, as on Lambda without a VPC), 'kindling-only' (only Kindling's API "
             "at http://169.254.100.2), or 'none' (loopback and the Runtime API only). Never reachable in any mode: "
-            "other environments, the host's own services and addresses, 169.254.0.0/16. Needs root and nft; "
-            "without them, 'none'."),
+            "other environments, the host's own services and addresses, the rest of 169.254.0.0/16 (instance "
+            "metadata). Needs root and nft; without them, 'none'."),
     Setting("templates", "on", str,
             "Cold starts forked from initialized templates (SnapStart): 'on' for $LATEST and SnapStart published "
             "versions, 'snapstart' for those versions only, 'off' (also no per-runtime zygotes). Needs the "

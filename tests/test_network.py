@@ -455,3 +455,20 @@ def test_environments_get_only_nameservers_they_can_reach(tmp_path):
                     "nameserver 10.0.0.2\nsearch example.internal\n")
     assert nameservers(str(conf)) == ["10.0.0.2"]
     assert nameservers(str(tmp_path / "missing")) == []
+
+
+def test_without_nft_environments_get_loopback_only_with_one_warning(tmp_path, monkeypatch, caplog):
+    """Given a host without the nft tool, the isolated backend starts with network=none and says so once."""
+    from kindling.sandbox import make_backend
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nft on it
+    caplog.set_level("WARNING", logger="kindling.sandbox")
+    backend = make_backend("isolated", tmp_path / "data", str(tmp_path), [], 993, 990, 0, "internet",
+                           {80: ("127.0.0.1", 9)})
+    try:
+        warnings = [r.getMessage() for r in caplog.records if "network=internet is not possible" in r.getMessage()]
+        assert len(warnings) == 1 and "nft" in warnings[0] and "network=none" in warnings[0]
+        time.sleep(1.0)  # the spawner has read its configuration and set up (no) network plane
+        assert backend.process.poll() is None, "the spawner exited"
+    finally:
+        backend.close()

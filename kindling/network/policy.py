@@ -41,8 +41,12 @@ def run(commands: list[dict[str, Any]]) -> None:
 
 
 def remove(instance: str) -> None:
+    """Remove both tables of ``instance``, if they exist (and if nft does: without it there are none)."""
     for family in ("inet", "bridge"):
-        subprocess.run([NFT, "delete", "table", family, table(instance)], capture_output=True, timeout=10)
+        try:
+            subprocess.run([NFT, "delete", "table", family, table(instance)], capture_output=True, timeout=10)
+        except OSError:
+            return
 
 
 def _m(left: Any, right: Any, op: str = "==") -> dict:

@@ -151,10 +151,10 @@ class Spawner:
     def shell(self) -> Shell:
         shell = Shell(self.cfg, self.filter)
         try:
-            self.plane.attach(shell.pid)
+            self.plane.attach(shell.pid)  # its interface: off the cold-start path when the pool has shells
         except BaseException:
             shell.discard()
-            shell.cgroup.destroy()
+            self.leftover.append(shell.cgroup)  # removed once the shell is reaped
             raise
         return shell
 
