@@ -14,7 +14,7 @@ from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.iam.service import IAM
 from kindling.invoke.service import RUNTIME_DIR, InvokeService, base_environment
-from kindling.network import endpoints
+from kindling.network import endpoints, exposed_ports
 from kindling.observability import metrics, tracing
 from kindling.observability.log_limits import LogLimits
 from kindling.observability.logs import LogStore
@@ -65,7 +65,8 @@ class Kindling:
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
-                                    settings.sandbox_gid, settings.sandbox_pool)
+                                    settings.sandbox_gid, settings.sandbox_pool, settings.network,
+                                    exposed_ports(settings.host, settings.port, self.service_endpoints))
         counter = Counter(settings.concurrency_limit)
         # AWS_ENDPOINT_URL_<SERVICE>: the SDKs inside functions call Kindling, and the operator's endpoints
         environ = base_environment(settings.region) | endpoints.environment(

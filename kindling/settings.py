@@ -62,6 +62,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_uid", 993, int, "Unprivileged user id functions run as in isolated environments."),
     Setting("sandbox_gid", 990, int, "Group id functions run as in isolated environments."),
     Setting("sandbox_pool", 2, int, "Isolated sandboxes kept ready ahead of cold starts."),
+    Setting("network", "internet", str,
+            "What isolated execution environments may reach (docs/network.md): 'internet' (outbound traffic, "
+            "NATed through the host's routes, as on Lambda without a VPC), 'kindling-only' (only Kindling's API "
+            "at http://169.254.100.2), or 'none' (loopback and the Runtime API only). Never reachable in any mode: "
+            "other environments, the host's own services and addresses, the rest of 169.254.0.0/16 (instance "
+            "metadata). Needs root and nft; without them, 'none'."),
     Setting("templates", "on", str,
             "Cold starts forked from initialized templates (SnapStart): 'on' for $LATEST and SnapStart published "
             "versions, 'snapstart' for those versions only, 'off' (also no per-runtime zygotes). Needs the "
@@ -132,6 +138,7 @@ class Settings:
     sandbox_uid: int = 993
     sandbox_gid: int = 990
     sandbox_pool: int = 2
+    network: str = "internet"
     templates: str = "on"
     concurrency_limit: int = 1000
     memory_budget_mb: int = 0

@@ -32,11 +32,11 @@ def attempt(fn):
 def syscall_result(rc):
     return "allowed" if rc == 0 else errno.errorcode.get(ctypes.get_errno(), "?")
 
-def connect(port):
+def connect(port, host="127.0.0.1"):
     s = socket.socket()
     s.settimeout(1)
     try:
-        return attempt(lambda: s.connect(("127.0.0.1", port)))
+        return attempt(lambda: s.connect((host, port)))
     finally:
         s.close()
 
@@ -70,7 +70,7 @@ def handler(event, context):
                 "hostname": socket.gethostname()}
     if what == "network":
         return {"kindling_api": connect(event["api_port"]), "other_port": connect(event["api_port"] + 1),
-                "own_runtime_api": connect(9001)}
+                "own_runtime_api": connect(9001, os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")[0])}
     if what == "forkbomb":
         children, error = [], None
         try:

@@ -43,7 +43,7 @@ class Backend(Protocol):
     runtime_dir: str
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int) -> Sandbox: ...
+                    tmp_mb: int, egress: list[dict] | None = None) -> Sandbox: ...
 
     def close(self) -> None: ...
 
@@ -63,7 +63,8 @@ def missing_for_isolation() -> list[str]:
 
 
 def make_backend(mode: str, data_dir: Path, runtime_dir: str, interpreter_prefixes: list[str],
-                 uid: int, gid: int, pool: int) -> Backend:
+                 uid: int, gid: int, pool: int, network: str = "none",
+                 exposed: dict[int, tuple[str, int]] | None = None) -> Backend:
     from kindling.sandbox.process import ProcessBackend
 
     if mode == "process":
@@ -77,6 +78,14 @@ def make_backend(mode: str, data_dir: Path, runtime_dir: str, interpreter_prefix
                     "cgroup limits (memory, CPU, pids), freezing between invokes, seccomp, unprivileged user.",
                     "; ".join(missing))
         return ProcessBackend(runtime_dir)
+    from kindling.network.plane import MODES, unavailable
     from kindling.sandbox.isolated import IsolatedBackend
 
-    return IsolatedBackend(data_dir, runtime_dir, interpreter_prefixes, uid, gid, pool)
+    if network not in MODES:
+        raise SystemExit(f"network={network!r}: choose one of {', '.join(MODES)}")
+    why = unavailable() if network != "none" else ""
+    if why:
+        log.warning("network=%s is not possible here (%s): execution environments get loopback and their "
+                    "Runtime API only (network=none)", network, why)
+        network = "none"
+    return IsolatedBackend(data_dir, runtime_dir, interpreter_prefixes, uid, gid, pool, network, exposed)

@@ -126,13 +126,14 @@ class ExecutionEnvironment:
                    **self._credentials()}
             if self.credentials is not None:  # clients its template's init made keep the template's session
                 self.credentials.share_credentials(self.template, self.id)
-            self.process = await self.backend.clone(self.template, own, memory, tmp)  # type: ignore[attr-defined]
+            self.process = await self.backend.clone(  # type: ignore[attr-defined]
+                self.template, own, memory, tmp, egress=self.fn.egress)
         elif self.zygote is not None:  # a runtime forked before init: init runs here, as on-demand
             self.process = await self.backend.clone(  # type: ignore[attr-defined]
-                self.zygote, self._environment(), memory, tmp, self.fn.task_root)
+                self.zygote, self._environment(), memory, tmp, self.fn.task_root, egress=self.fn.egress)
         else:
             self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
-                                                    self.fn.task_root, memory, tmp)
+                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress)
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
         self.server = await runtime_api.serve(self.process.listener, self,

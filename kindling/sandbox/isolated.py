@@ -6,7 +6,9 @@ environment: its own mount, PID, network, IPC and UTS namespaces, a cgroup
 the code at /var/task and a size-limited /tmp, an unprivileged user without
 capabilities, ``no_new_privs`` and a seccomp filter. The Runtime API socket is
 opened inside the environment's network namespace and handed back here, so it
-is reachable only from inside.
+is reachable only from inside, at 169.254.100.1:9001 as on Lambda. The spawner
+also gives each environment its network (kindling.network.plane): a veth on
+this server's bridge, or loopback only with ``network=none``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from kindling import network
+from kindling.network.plane import nameservers
 from kindling.sandbox.cgroups import Cgroup, remove_stale
-from kindling.sandbox.spawner import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT
+from kindling.sandbox.spawner import MSG, RUNTIME_DIR, TASK_ROOT
 
 
 def instance_of(data_dir: Path) -> str:
@@ -43,7 +47,7 @@ class IsolatedBackend:
     runtime_dir = RUNTIME_DIR
 
     def __init__(self, data_dir: Path, host_runtime_dir: str, extra_ro: list[str], uid: int, gid: int,
-                 pool: int = 2) -> None:
+                 pool: int = 2, network_mode: str = "none", exposed: dict[int, tuple[str, int]] | None = None) -> None:
         instance = instance_of(data_dir)
         remove_stale(instance + "-")
         mount_point = data_dir / "sandbox-root"
@@ -55,7 +59,8 @@ class IsolatedBackend:
         theirs.close()
         ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
-                              "instance": instance}).encode())
+                              "instance": instance, "network": network_mode, "exposed": exposed or {},
+                              "nameservers": nameservers() if network_mode == "internet" else []}).encode())
         self.sock = ours
         self.sock.setblocking(False)
         self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}
@@ -179,29 +184,29 @@ class IsolatedBackend:
         return IsolatedSandbox(self, doc["pid"], Cgroup(doc["cgroup"], create=False), fds[0], read_fd, memory_mb)
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int) -> IsolatedSandbox:
+                    tmp_mb: int, egress: list[dict] | None = None) -> IsolatedSandbox:
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
         spec = {"op": "spawn", "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
-                "tmp_mb": tmp_mb}
+                "tmp_mb": tmp_mb, "egress": egress}
         return await self._environment(spec, memory_mb)
 
     async def template(self, template_id: str, argv: list[str], env: dict[str, str], host_task_root: str,
                        memory_mb: int, tmp_mb: int, output_fd: int, zygote: bool = False,
-                       code_root: str = "") -> None:
+                       code_root: str = "", egress: list[dict] | None = None) -> None:
         """Start an initialized template (init runs now), or a zygote (a runtime before any init);
         returns once it is ready to be cloned."""
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
         spec = {"op": "template", "template": template_id, "argv": argv, "env": env, "task_root": host_task_root,
-                "memory_mb": memory_mb, "tmp_mb": tmp_mb, "zygote": zygote, "code_root": code_root}
+                "memory_mb": memory_mb, "tmp_mb": tmp_mb, "zygote": zygote, "code_root": code_root, "egress": egress}
         await self._ask(spec, [output_fd])
 
     async def clone(self, template_id: str, env: dict[str, str], memory_mb: int, tmp_mb: int,
-                    host_task_root: str | None = None) -> IsolatedSandbox:
+                    host_task_root: str | None = None, egress: list[dict] | None = None) -> IsolatedSandbox:
         """An environment forked from a ready template, with ``env`` updated in it (a zygote's clone also
         gets its code from ``host_task_root``)."""
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
         spec = {"op": "clone", "template": template_id, "env": env, "tmp_mb": tmp_mb, "memory_mb": memory_mb,
-                "task_root": host_task_root}
+                "task_root": host_task_root, "egress": egress}
         return await self._environment(spec, memory_mb)
 
     async def drop(self, template_id: str) -> None:
@@ -216,7 +221,7 @@ class IsolatedBackend:
 
 
 class IsolatedSandbox:
-    runtime_api = f"{RUNTIME_API[0]}:{RUNTIME_API[1]}"
+    runtime_api = network.RUNTIME_API
 
     def __init__(self, backend: IsolatedBackend, pid: int, cgroup: Cgroup, listener_fd: int, output_fd: int,
                  memory_mb: int) -> None:

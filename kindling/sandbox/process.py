@@ -25,7 +25,8 @@ class ProcessBackend:
         self.runtime_dir = host_runtime_dir
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int) -> ProcessSandbox:
+                    tmp_mb: int, egress: list[dict] | None = None) -> ProcessSandbox:
+        # The host's network as it is: no plane, no egress rules (``egress`` is not enforced here).
         return ProcessSandbox(argv, env, host_task_root)
 
     def close(self) -> None:

@@ -18,10 +18,12 @@ import signal
 import socket
 import uuid
 
+from kindling.network import RUNTIME_API_ADDRESS, RUNTIME_API_PORT
 from kindling.sandbox import linux
 from kindling.sandbox.cgroups import Cgroup
 
-RUNTIME_API = ("127.0.0.1", 9001)
+RUNTIME_API = (RUNTIME_API_ADDRESS, RUNTIME_API_PORT)  # on the environment's loopback (kindling.network.veth)
+IP_FREEBIND = 15  # bind to the Runtime API's address before the spawner has put it on the loopback
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
@@ -45,6 +47,10 @@ class Config:
         self.pool: int = doc["pool"]
         self.instance: str = doc["instance"]
         self.unmapped: int = doc.get("unmapped", 100000)  # the host uid a template's root maps to
+        self.network: str = doc.get("network", "none")  # kindling.network.plane.MODES
+        self.exposed: dict[int, tuple[str, int]] = {int(port): (host, int(to))
+                                                    for port, (host, to) in doc.get("exposed", {}).items()}
+        self.nameservers: list[str] = doc.get("nameservers", [])  # the environments' /etc/resolv.conf
 
 
 class Shell:
@@ -118,6 +124,7 @@ def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket
         linux.loopback_up()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         listener.bind(RUNTIME_API)
         listener.listen(16)
         socket.send_fds(ctl, [b"api"], [listener.fileno()])
@@ -161,7 +168,8 @@ def _assemble_root(cfg: Config, root: str) -> None:
     for d in ("/opt", "/etc", "/dev", "/tmp", "/proc", TASK_ROOT):
         os.makedirs(root + d, exist_ok=True)
     for name, text in (("passwd", PASSWD), ("group", GROUP), ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
-                       ("resolv.conf", ""), ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n")):
+                       ("resolv.conf", "".join(f"nameserver {ns}\n" for ns in cfg.nameservers)),
+                       ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n")):
         with open(f"{root}/etc/{name}", "w") as f:
             f.write(text.format(uid=cfg.uid, gid=cfg.gid))
     for path in ETC_BINDS:

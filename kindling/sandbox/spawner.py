@@ -12,9 +12,13 @@ are cloned from; this module runs the loop that answers Kindling, keeps a spare
 clone of each template ready, checks it from outside (kindling.sandbox.verify)
 before handing it out, and reaps what exits.
 
-Requests:  {"req": n, "op": "spawn", "argv", "env", "task_root", "memory_mb", "tmp_mb"} + [output fd]
+Each environment (shell, template, spare clone) gets its network from here when it is prepared, off the
+cold-start path (kindling.network.plane: a veth on the server's bridge, the Runtime API's address); its
+function's egress rules (a VPC function's, else null: the server's default) are applied before it runs.
+
+Requests:  {"req": n, "op": "spawn", "argv", "env", "task_root", "memory_mb", "tmp_mb", "egress"} + [output fd]
            {"req": n, "op": "template", "template", ...as spawn} + [output fd of the template's init]
-           {"req": n, "op": "clone", "template", "env", "tmp_mb"} + [output fd]
+           {"req": n, "op": "clone", "template", "env", "tmp_mb", "egress"} + [output fd]
            {"req": n, "op": "drop", "template"}
 Answers:   {"req": n, "ok": true, "pid", "cgroup"} + [Runtime API listener fd]  |  {"req": n, "ok": false, "error"}
 Events:    {"exit": pid, "code": exit code or -signal}
@@ -33,6 +37,7 @@ import time
 
 import pyseccomp
 
+from kindling.network.plane import Plane
 from kindling.sandbox import linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT, Config, Shell, _close
@@ -107,6 +112,12 @@ class Spawner:
         self.sel = selectors.DefaultSelector()
         self.last_request = 0.0
         self.leftover: list[Cgroup] = []  # groups to remove once what was in them is reaped
+        try:
+            self.plane = Plane(cfg.instance, cfg.network, cfg.exposed)
+        except Exception as exc:  # noqa: BLE001 - environments still run, with loopback only
+            print(f"kindling spawner: could not set up the network plane ({exc}); execution environments get "
+                  "loopback only (network=none)", file=sys.stderr)
+            self.plane = Plane(cfg.instance, "none", {})
 
     def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
         self.notify({"req": req, **doc}, fds)
@@ -133,12 +144,28 @@ class Spawner:
             self.begin_spare(short[0])
             return
         try:
-            self.pool.append(Shell(self.cfg, self.filter))
+            self.pool.append(self.shell())
         except Exception as exc:
             print(f"kindling spawner: could not prepare a sandbox: {exc!r}", file=sys.stderr)
 
+    def shell(self) -> Shell:
+        shell = Shell(self.cfg, self.filter)
+        try:
+            self.plane.attach(shell.pid)  # its interface: off the cold-start path when the pool has shells
+        except BaseException:
+            shell.discard()
+            self.leftover.append(shell.cgroup)  # removed once the shell is reaped
+            raise
+        return shell
+
     def spawn(self, spec: dict, out_fd: int) -> None:
-        shell = self.pool.pop(0) if self.pool else Shell(self.cfg, self.filter)
+        shell = self.pool.pop(0) if self.pool else self.shell()
+        try:
+            self.plane.restrict(shell.pid, spec.get("egress"))
+        except BaseException:
+            shell.discard()
+            self.leftover.append(shell.cgroup)
+            raise
         shell.go(spec, out_fd)
         self.runtimes[shell.pid] = shell.cgroup
         self.answer(spec["req"], {"ok": True, "pid": shell.pid, "cgroup": shell.id}, [shell.listener])
@@ -149,7 +176,10 @@ class Spawner:
         old = self.templates.pop(spec["template"], None)
         if old is not None:
             self.drop_template(old)
-        t = Template(self.cfg, self.template_filter, spec, out_fd)
+        def network(pid: int) -> None:
+            self.plane.attach(pid)
+            self.plane.restrict(pid, spec.get("egress"))
+        t = Template(self.cfg, self.template_filter, spec, out_fd, network)
         self.templates[t.id] = t
         self.sel.register(t.ctl, selectors.EVENT_READ, t)
 
@@ -193,6 +223,8 @@ class Spawner:
             self.sel.register(fd, selectors.EVENT_READ, ("exit", t, spare.host_pid))
             t.prepare_next()  # the template leaves the spare's cgroup (frozen until it is asked again)
             spare.moved = True
+            spare.net = self.plane.attach(spare.host_pid)  # a template's spare may run before "go": its rules now
+            self.plane.restrict(spare.host_pid, None if t.zygote else t.egress)
         if not spare.moved or spare.verified:
             return
         if t.zygote and spare.go is None:
@@ -216,6 +248,8 @@ class Spawner:
             if not t.zygote:  # anything it forked since it was checked
                 spare.deadline = 0.0
                 t.check(spare, self.taken_namespaces(spare.host_pid), again=True)
+            if t.zygote:  # a zygote's clone runs its function's init right after "go"
+                self.plane.restrict(spare.host_pid, spec.get("egress"))
             t.go(spare, spec, out_fd)
         except verify.Rejected as exc:
             self.answer(spec["req"], {"ok": False, "error": f"template {t.id} {REJECTED}: {exc}"})
@@ -365,6 +399,7 @@ class Spawner:
             t.awake_until = time.monotonic() + WAKE
 
     def exited(self, host: int, code: int) -> None:
+        self.plane.gone(host)
         self.unreported.pop(host, None)
         if self.runtimes.pop(host, None) is not None:
             self.notify({"exit": host, "code": code})
@@ -462,6 +497,10 @@ class Spawner:
                 time.sleep(0.005)
         for cgroup in groups:
             cgroup.destroy()
+        try:
+            self.plane.close()
+        except Exception as exc:  # noqa: BLE001 - what is left is removed by the next server's start
+            print(f"kindling spawner: could not remove the network plane: {exc!r}", file=sys.stderr)
 
     def reap(self) -> None:
         self.leftover = [g for g in self.leftover if not g.try_remove()]

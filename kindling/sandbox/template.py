@@ -20,6 +20,7 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 from kindling.sandbox import linux, verify
 from kindling.sandbox.cgroups import Cgroup
@@ -51,6 +52,7 @@ class Spare:
         self.verified = False
         self.known: set[int] = set()  # tasks that passed the check
         self.ns: set[str] = set()  # their namespaces
+        self.net = ""  # the network namespace the spawner configured (every task must be in it)
         self.go: tuple[int, dict] | None = None  # a zygote's clone after "go": the request to answer
 
     def close(self) -> None:
@@ -66,9 +68,11 @@ class Template:
     it): everything it or a clone says is read without blocking, parsed strictly, and believed only as a
     hint; a clone is used only once the spawner has checked it from outside (kindling.sandbox.verify)."""
 
-    def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int) -> None:
+    def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int,
+                 network: Callable[[int], None] = lambda pid: None) -> None:
         self.cfg = cfg
         self.id = spec["template"]
+        self.egress: list[dict] | None = spec.get("egress")  # its version's egress rules (a VPC function)
         self.zygote = bool(spec.get("zygote"))  # taken before init: clones get their function at "go"
         self.code_root = os.path.dirname(spec.get("code_root", "") + "/")
         self.memory_mb = int(spec["memory_mb"])
@@ -96,6 +100,7 @@ class Template:
                 f.write(f"0 {cfg.unmapped} 1\n{cfg.uid} {cfg.uid} 1\n")
             with open(f"/proc/{self.pid}/gid_map", "w") as f:
                 f.write(f"0 {cfg.unmapped} 1\n{cfg.gid} {cfg.gid} 1\n")
+            network(self.pid)  # its veth and Runtime API address, before its init runs
             self.ctl.send(b"ok")
         except BaseException:
             self.cgroup.destroy()
@@ -245,6 +250,7 @@ class Template:
         instead of four keeps this look on the cold-start path to a few µs.)"""
         want = self.expected(taken)
         want.cgroup = "/kindling/" + spare.cgroup.name
+        want.net = spare.net
         spare.deadline = min(spare.deadline, time.monotonic() + CHECK_GRACE)
         procs = spare.cgroup.procs[:1] if again else spare.cgroup.procs
         try:

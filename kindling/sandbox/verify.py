@@ -42,6 +42,7 @@ class Expected:
     template_dev: dict[str, int]  # and none of its writable filesystems
     v2: bool = False  # a unified hierarchy: the group is the "0::" line
     taken: dict[str, int] = field(default_factory=dict)  # namespaces of other live environments → one's PID
+    net: str = ""  # the network namespace the spawner gave its interface to (kindling.network.plane), if known
 
 
 def tasks(procs_files: list[str]) -> set[int]:
@@ -85,6 +86,8 @@ def check_task(tid: int, want: Expected) -> dict[str, str] | None:
         problems.append("user namespace")
     problems += [f"{name} namespace" for name in NAMESPACES
                  if ns[name] == want.template_ns[name] or _still(want.taken.get(ns[name]), name, ns[name])]
+    if want.net and ns["net"] != want.net:
+        problems.append("network namespace (not the one the spawner configured)")
     problems += [path for path, dev_id in dev.items() if dev_id == want.template_dev.get(path)]
     problems += [f"cgroup {ctl or 'v2'}" for _, ctl, path in groups
                  if (set(ctl.split(",")) & CONTROLLERS if ctl else want.v2) and path != want.cgroup]

@@ -137,7 +137,7 @@ class Templates:
         try:
             await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
                 tid, list(fn.argv), shape._environment(), fn.task_root, int(c["MemorySize"]),
-                int(c["EphemeralStorage"]["Size"]), write_fd), INIT_TIMEOUT)
+                int(c["EphemeralStorage"]["Size"]), write_fd, egress=fn.egress), INIT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
             _count_rejection(exc)
             log.info("no template for %s:%s (%s); its cold starts start fresh interpreters", fn.name, fn.version, exc)

@@ -4,8 +4,9 @@ The bootstrap imports the handler (init) and, when ``_KINDLING_TEMPLATE_FD`` is
 set, calls ``serve``: the ``snapshot_restore_py`` before-snapshot hooks run, and
 the process waits on its control socket. For each request it forks a clone in a
 new PID namespace; the clone makes its own mount, network, IPC and UTS
-namespaces, mounts its own /tmp and /proc, opens its Runtime API socket and
-hands it over (with its credentials, so the spawner learns its host PID), mounts
+namespaces, mounts its own /tmp and /proc, opens its Runtime API socket
+(169.254.100.1:9001; the spawner gives its network namespace that address and
+its veth from outside) and hands it over (with its credentials, so the spawner learns its host PID), mounts
 its own /dev/shm, drops every capability (the bounding set too), sets
 no_new_privs, loads the strict seccomp filter and says "dropped"; the spawner
 then checks all of that from outside before the clone is used (none of this
@@ -148,7 +149,10 @@ def _become_clone(spec, report_fd, zygote=False):
             fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 9001))
+        # The Runtime API's address, 169.254.100.1, is put on the loopback by the spawner from outside (with
+        # the clone's veth), maybe later: IP_FREEBIND binds before it exists.
+        listener.setsockopt(socket.SOL_IP, 15, 1)
+        listener.bind(("169.254.100.1", 9001))
         listener.listen(16)
         creds = struct.pack("iII", os.getpid(), os.getuid(), os.getgid())
         report.sendmsg([b"api"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", listener.fileno())),
