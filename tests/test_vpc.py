@@ -556,7 +556,6 @@ def lab_namespace() -> Iterator[str]:
 
 
 def test_a_vpc_function_reaches_only_what_its_rule_allows(tmp_path):
-    pytest.skip("needs the network plane")  # the lead enables it once the network plane is merged
     # Given a security group allowing tcp/5432 to the test's namespace only, in a subnet that routes there
     vpc_file = tmp_path / "vpc.toml"
     vpc_file.write_text(f"""
