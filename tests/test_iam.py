@@ -1,8 +1,8 @@
 """IAM and STS on Kindling's endpoint, role credentials in environments, and authorization, end to end.
 
 Servers are real `kindling serve` processes; clients are boto3 and the AWS CLI. Functions that call Kindling
-with boto3 run with ``--sandbox process`` (they see the host's loopback there) and get the endpoint in their
-event; the isolated-network version of the same is the network plane's.
+run in isolated environments with the boto3 their runtime carries and nothing in their code: no endpoint (the
+environment's AWS_ENDPOINT_URL_<SERVICE> point at Kindling, 169.254.100.2) and no keys (their execution role's).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -29,20 +28,15 @@ ACCOUNT = "000000000000"
 LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"},
     {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
-SITE = sysconfig.get_paths()["purelib"]  # boto3 for functions whose interpreter lacks it
 
 CALLER = '''
 import json, os, sys
 
 def handler(event, context):
-    try:
-        import boto3
-    except ImportError:
-        sys.path.append(event["site"])
-        import boto3
+    import boto3
     from botocore.config import Config
     from botocore.exceptions import ClientError
-    kw = {"endpoint_url": event["endpoint"], "region_name": "us-east-1", "config": Config(retries={"max_attempts": 1})}
+    kw = {"config": Config(retries={"max_attempts": 1})}
     out = {"arn": boto3.client("sts", **kw).get_caller_identity()["Arn"]}
     if "target" in event:
         try:
@@ -74,7 +68,7 @@ def code(e: pytest.ExceptionInfo[ClientError]) -> str:
 @pytest.fixture(scope="module")
 def srv() -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="kindling-iam-") as tmp:
-        s = Server(Path(tmp) / "data", sandbox="process").start()
+        s = Server(Path(tmp) / "data").start()
         yield s
         s.stop()
 
@@ -354,7 +348,7 @@ def test_functions_call_kindling_with_their_role_credentials(srv: Server) -> Non
         made.append(unique("caller"))
         lam.create_function(FunctionName=made[-1], Runtime="python3.11", Role=role, Handler="app.handler",
                             Timeout=30, Code={"ZipFile": make_zip({"app.py": CALLER})})
-    event = {"endpoint": srv.endpoint, "site": SITE, "target": target, "leak": True, "logs": True}
+    event = {"target": target, "leak": True, "logs": True}
     # A role that may invoke: the call goes through, as the function's own assumed role
     can = invoke(lam, made[0], event)
     assert can["invoke"] == {"hello": "world"}

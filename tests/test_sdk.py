@@ -2,9 +2,9 @@
 variables that point it at Kindling and at the operator's endpoints (--service-endpoint), and recursive loop
 detection with the real SDK.
 
-End-to-end tests run boto3 *inside* functions, with no endpoint in their code. They use a server with
-``--sandbox process`` (environments on the host's network) until the network plane lets isolated environments
-reach Kindling; the import tests use the default (isolated) sandbox.
+End-to-end tests run boto3 *inside* isolated functions (the default sandbox, with the network plane), with no
+endpoint and no keys in their code: the SDK finds Kindling at 169.254.100.2, the operator's S3 store (moto on the
+host's loopback) at 169.254.100.2:<its port>, and signs with the execution role's credentials the environment holds.
 """
 
 from __future__ import annotations
@@ -38,17 +38,6 @@ CURRENT = next(p for p in SDK_PINS["python3.10+"] if p.startswith("boto3==")).sp
 PY39 = next(p for p in SDK_PINS["python3.9"] if p.startswith("boto3==")).split("==")[1]
 
 
-def role_credentials(server: Server) -> dict[str, str]:
-    """What lets a function's SDK sign its calls. Until environments get their execution role's credentials, the
-    process sandbox points the SDK at a credentials file with the server's key pair (AWS_ACCESS_KEY_ID is a
-    reserved variable a function cannot set): remove this helper then."""
-    path = server.data_dir.parent / "function-credentials"
-    if not path.exists():
-        path.write_text(f"[default]\naws_access_key_id = {server.keys[0]}\naws_secret_access_key = {server.keys[1]}\n")
-    return {"AWS_SHARED_CREDENTIALS_FILE": str(path)}
-
-
-# -- endpoint settings ---------------------------------------------------------------------------------------------
 def test_variable_names_are_the_sdks() -> None:
     assert ep.env_name("s3") == "AWS_ENDPOINT_URL_S3"
     assert ep.env_name("logs") == "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"
@@ -214,7 +203,7 @@ def moto() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def host_server(moto: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="kindling-sdk-") as tmp:
-        srv = Server(Path(tmp) / "data", sandbox="process", service_endpoints=f"s3={moto}",
+        srv = Server(Path(tmp) / "data", service_endpoints=f"s3={moto}",
                      async_delay_scale="0.01").start()
         try:
             yield srv
@@ -234,7 +223,7 @@ def make_fn(host_server: Server, host_lam) -> Iterator:  # noqa: ANN001
     def create(code: str | dict[str, str | bytes], env: dict[str, str] | None = None, **kwargs: object) -> str:
         files = {"app.py": code} if isinstance(code, str) else code
         name = kwargs.pop("FunctionName", None) or unique("sdk")
-        variables = {**role_credentials(host_server), **(env or {})}
+        variables = dict(env or {})
         kwargs.setdefault("Runtime", "python3.12")
         host_lam.create_function(FunctionName=name, Role=ROLE, Handler="app.handler", Code={"ZipFile": make_zip(files)},
                                  Timeout=60, Environment={"Variables": variables}, **kwargs)
@@ -326,9 +315,10 @@ def handler(event, context):
 def test_endpoint_variables_and_a_functions_own_win(host_lam, make_fn, host_server: Server,  # noqa: ANN001
                                                     moto: str) -> None:
     plain = invoke(host_lam, make_fn(ENV_PROBE))
-    assert plain == {"AWS_ENDPOINT_URL_LAMBDA": host_server.endpoint, "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS":
-                     host_server.endpoint, "AWS_ENDPOINT_URL_IAM": host_server.endpoint,
-                     "AWS_ENDPOINT_URL_STS": host_server.endpoint, "AWS_ENDPOINT_URL_S3": moto}
+    kindling = f"http://{KINDLING_ADDRESS}"  # as an isolated environment reaches Kindling, and moto on loopback
+    assert plain == {"AWS_ENDPOINT_URL_LAMBDA": kindling, "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": kindling,
+                     "AWS_ENDPOINT_URL_IAM": kindling, "AWS_ENDPOINT_URL_STS": kindling,
+                     "AWS_ENDPOINT_URL_S3": f"{kindling}:{urllib.parse.urlsplit(moto).port}"}
     own = invoke(host_lam, make_fn(ENV_PROBE, env={"AWS_ENDPOINT_URL_S3": "http://198.18.0.1:1"}))
     assert own["AWS_ENDPOINT_URL_S3"] == "http://198.18.0.1:1"
     generic = invoke(host_lam, make_fn(ENV_PROBE, env={"AWS_ENDPOINT_URL": "http://198.18.0.1:2"}))

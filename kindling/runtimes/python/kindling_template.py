@@ -182,6 +182,8 @@ def _become_clone(spec, report_fd, zygote=False):
             os.write(2, f"kindling: clone set-up failed: {exc}\n".encode())
         finally:
             os._exit(126)
+    if zygote:  # its function's whole environment: nothing of the zygote's may remain (e.g. a variable it yields)
+        os.environ.clear()
     os.environ.update(go["env"])
     if zygote:
         os.chdir("/var/task")
