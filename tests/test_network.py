@@ -376,7 +376,8 @@ def test_egress_rules_hold_an_environment_to_what_they_allow(outside, tmp_path):
 
     tmp_path.chmod(0o755)
     task = tmp_path / "task"
-    task.mkdir(mode=0o755)
+    task.mkdir()
+    task.chmod(0o755)  # not mkdir's mode: an in-process Kindling earlier in the session left the umask at 077
     rule = [{"cidr": f"{outside.address}/32", "protocol": "tcp", "from_port": outside.open_port,
              "to_port": outside.open_port}]
     argv = ["/usr/bin/python3", "-c", EGRESS_PROBE, outside.address, str(outside.open_port), str(outside.closed_port)]
@@ -386,12 +387,12 @@ def test_egress_rules_hold_an_environment_to_what_they_allow(outside, tmp_path):
         loop, out = asyncio.get_running_loop(), b""
         exited = loop.create_future()
         box.watch(loop, exited.set_result)
-        await asyncio.wait_for(exited, 10)
+        code = await asyncio.wait_for(exited, 10)
         os.set_blocking(box.output_fd, True)
         while chunk := os.read(box.output_fd, 4096):
             out += chunk
         box.close()
-        return out.decode()
+        return out.decode() + ("" if code == 0 else f"\nexit code {code}")
 
     async def main() -> tuple[str, str]:
         backend = IsolatedBackend(tmp_path / "data", str(task), [], 993, 990, pool=0, network_mode="internet")

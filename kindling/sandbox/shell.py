@@ -119,6 +119,7 @@ def _sandbox(cfg: Config, cgroup: Cgroup, ctl: socket.socket) -> str:
 
 def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket) -> None:
     """Inside the fork: join the cgroup, make namespaces, assemble the root, wait, then exec the runtime."""
+    out_fd = -1
     try:
         root = _sandbox(cfg, cgroup, ctl)
         linux.loopback_up()
@@ -134,10 +135,19 @@ def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket
         if not msg:
             os._exit(0)  # discarded before use
         spec = json.loads(msg)
-        _enter(cfg, root, spec, fds[0], sfilter)
+        out_fd = fds[0]
+        _enter(cfg, root, spec, out_fd, sfilter)
     except BaseException as exc:
+        why = f"{type(exc).__name__}: {exc}".encode()[:200]
+        if out_fd >= 0:  # after "go" no one reads the control socket: say it in the environment's log
+            for fd in (out_fd, 2):  # (closed by then, out_fd is also fd 2)
+                try:
+                    os.write(fd, b"kindling: sandbox set-up failed: " + why + b"\n")
+                    break
+                except OSError:
+                    pass
         try:
-            ctl.send(f"{type(exc).__name__}: {exc}".encode()[:200])
+            ctl.send(why)
         except OSError:
             pass
         os._exit(126)
