@@ -1,4 +1,4 @@
-"""Hostile handlers against their own Runtime API (127.0.0.1:9001 inside the environment).
+"""Hostile handlers against their own Runtime API (169.254.100.1:9001 inside the environment, as on Lambda).
 
 A function may open connections without end, send a request line, headers or body without end, or half a
 request and then nothing. Each costs that environment (refused or closed connections, and past a few, the

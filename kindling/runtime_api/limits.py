@@ -1,10 +1,10 @@
 """What one execution environment may take from the server through its Runtime API, and what happens past it.
 
-The runtime, and anything it forks, is tenant code: it may open connections to 127.0.0.1:9001 without end,
-send a request line or headers that never end, a body of any size, or half a request and then nothing. Each
-environment therefore has its own caps (below). Past one, the offending connection is refused or closed and
-the environment gets a strike; an environment that keeps at it is failed: its invoke ends with a runtime
-error, as when a runtime crashes, and it is discarded. The server, and every other environment, never pays.
+The runtime, and anything it forks, is tenant code: it may open connections to its Runtime API (169.254.100.1:9001)
+without end, send a request line or headers that never end, a body of any size, or half a request and then nothing.
+Each environment therefore has its own caps (below). Past one, the offending connection is refused or closed and
+the environment gets a strike; an environment that keeps at it is failed: its invoke ends with a runtime error, as
+when a runtime crashes, and it is discarded. The server, and every other environment, never pays.
 
 Real runtimes stay far inside these: Kindling's bootstrap keeps one keep-alive connection, awslambdaric one
 or two, and extensions (which share the address) a few more each.
