@@ -548,7 +548,7 @@ def lab_namespace() -> Iterator[str]:
     finally:
         if listener is not None:
             listener.kill()
-            listener.wait()
+            listener.communicate()  # waits, and closes its pipes
         with IPRoute() as ipr:
             for link in ipr.link_lookup(ifname=host_end):
                 ipr.link("del", index=link)
