@@ -299,14 +299,18 @@ def test_no_accepted_event_is_lost_when_the_server_is_killed(tmp_path):
 
     def client() -> None:
         c = server.client()
-        while not stop.is_set():
-            ident = uuid.uuid4().hex
-            try:
-                out = c.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": ident}).encode())
-            except Exception:
-                return  # the server is gone
-            if out["StatusCode"] == 202:
-                acked.add(ident)
+        try:
+            while not stop.is_set():
+                ident = uuid.uuid4().hex
+                try:
+                    out = c.invoke(FunctionName=name, InvocationType="Event",
+                                   Payload=json.dumps({"id": ident}).encode())
+                except Exception:
+                    return  # the server is gone
+                if out["StatusCode"] == 202:
+                    acked.add(ident)
+        finally:
+            c.close()  # its pooled connections to the killed server (else an unraisable ResourceWarning later)
 
     threads = [threading.Thread(target=client) for _ in range(8)]
     for t in threads:
@@ -317,6 +321,7 @@ def test_no_accepted_event_is_lost_when_the_server_is_killed(tmp_path):
     stop.set()
     for t in threads:
         t.join(30)
+    lam.close()
     ran_before = {e["message"].split()[1] for e in log_messages(server, name) if e["message"].startswith("DONE ")}
     assert len(acked - ran_before) > 0, "no backlog at the kill: the restart path was not exercised"
     # and started again on the same data dir
