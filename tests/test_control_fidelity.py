@@ -469,6 +469,9 @@ def test_concurrent_updates_and_tags_lose_nothing(hostile_server: Server, bystan
         if kind == "error":
             assert value.response["ResponseMetadata"]["HTTPStatusCode"] == 409, value.response
             assert value.response["Error"]["Message"] == IN_PROGRESS.format(arn=arn)
+    # every accepted update is a revision of its own
+    revisions = [v["RevisionId"] for k, v in results if k in ("update", "code")]
+    assert revisions and len(set(revisions)) == len(revisions)
     # no tag is lost (each call added its own key)
     tags = lam.list_tags(Resource=arn)["Tags"]
     assert tags == {f"t{i}": str(i) for i in range(0, calls, 3)}
