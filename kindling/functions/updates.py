@@ -84,7 +84,10 @@ class Updates:
             self.finish(name, version)
         except Exception:  # never leave a version under way for good
             log.exception("finishing the update of %s:%s failed", name, version)
-            self.fail(name, version, "An internal error occurred while updating the function.", "InternalError")
+            try:
+                self.fail(name, version, "An internal error occurred while updating the function.", "InternalError")
+            except Exception:  # the store itself fails: the next start finishes it (resume)
+                log.exception("could not mark %s:%s failed; it is finished when Kindling starts again", name, version)
         finally:
             self._under_way.pop((name, version), None)
 
