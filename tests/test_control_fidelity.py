@@ -321,17 +321,25 @@ def test_function_name_over_64_characters(lam) -> None:  # noqa: ANN001
     assert_like(_error(exc), _recorded_errors("function_name_too_long-get_function", "get_function_exception"))
 
 
-@pytest.mark.parametrize(("case", "ident"), [
-    ("incomplete_arn", "arn:aws:lambda:us-east-1:000000000000:function"),
-    ("qualifier_too_long1", "arn:aws:lambda:us-east-1:000000000000:function:my-function:" + "a" * 65),
-    ("function_name_and_qualifier_too_long", "my-function:" + "a" * 65),
-])
-def test_incomplete_and_partial_arns_name_the_parsed_function(lam, case: str, ident: str) -> None:  # noqa: ANN001
+INCOMPLETE = {
+    "incomplete_arn": "arn:aws:lambda:us-east-1:000000000000:function",
+    "qualifier_too_long1": "arn:aws:lambda:us-east-1:000000000000:function:my-function:" + "a" * 65,
+    "function_name_and_qualifier_too_long": "my-function:" + "a" * 65,
+    "function_name_too_long": "a" * 65,
+}
+CALLS = {"get_function": lambda lam, ident: lam.get_function(FunctionName=ident),
+         "delete_function": lambda lam, ident: lam.delete_function(FunctionName=ident),
+         "invoke": lambda lam, ident: lam.invoke(FunctionName=ident)}
+
+
+@pytest.mark.parametrize("op", CALLS)
+@pytest.mark.parametrize("case", INCOMPLETE)
+def test_incomplete_and_partial_arns_name_the_parsed_function(lam, case: str, op: str) -> None:  # noqa: ANN001
     with pytest.raises(ClientError) as exc:
-        lam.get_function(FunctionName=ident)
-    expected = _recorded_errors(f"{case}-get_function", "get_function_exception")
+        CALLS[op](lam, INCOMPLETE[case])
+    expected = _recorded_errors(f"{case}-{op}", f"{op.split('_')[0]}_function_exception" if op != "invoke"
+                                else "invoke_exception")
     assert_like(_error(exc), {**expected, "Message": expected["Message"].replace("<a:len(65)>", "a" * 65)})
-    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
 def test_more_than_50_tags(lam, fn) -> None:  # noqa: ANN001

@@ -317,6 +317,8 @@ class FunctionService:
         if qualifier == LATEST:
             raise errors.InvalidParameterValueException(
                 "$LATEST version cannot be deleted without deleting the function.")
+        if qualifier and arns.is_alias(qualifier):  # before looking the function up, as recorded on AWS
+            raise errors.InvalidParameterValueException("Deletion of aliases is not currently supported.")
         if self.store.get(name) is None:
             raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name)}")
         if qualifier:
