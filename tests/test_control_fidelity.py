@@ -492,3 +492,13 @@ def test_concurrent_updates_and_tags_lose_nothing(hostile_server: Server, bystan
     assert out["code"] in {"one"} | {f"c{i}" for i in range(2, calls, 3)}
     lam.delete_function(FunctionName=name)
     bystander.check()
+
+
+def test_payload_messages_beyond_the_recorded_ones() -> None:
+    # Jackson's wording for the other ways a payload is not UTF-8 (not recorded: derived from the parser's rules)
+    from kindling.invoke.payload import not_utf8
+
+    assert not_utf8(b'{"a":\n "\xc3(" }', 8, "invalid continuation byte").startswith(
+        "Invalid UTF-8 middle byte 0x28\n at [Source: REDACTED")
+    assert not_utf8(b'{"a":\n "\xc3(" }', 8, "invalid continuation byte").endswith("line: 2, column: 5]")
+    assert not_utf8(b"\xe9", 0).startswith("Unexpected character ('\xe9' (code 233)): expected a valid value")
