@@ -11,6 +11,10 @@ _FULL = re.compile(r"arn:(aws[a-zA-Z-]*)?:lambda:(?P<region>[a-z0-9-]+):(?P<acco
                    r"(?P<name>[a-zA-Z0-9-_]+)(:(?P<qualifier>[a-zA-Z0-9-_$]+))?")
 _PARTIAL = re.compile(r"(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9-_]+)(:(?P<qualifier>[a-zA-Z0-9-_$]+))?")
 _NAME = re.compile(r"(?P<name>[a-zA-Z0-9-_]+)(:(?P<qualifier>[a-zA-Z0-9-_$]+))?")
+# Anything else the model's pattern lets through, parsed as Lambda parses it: every part optional, so an incomplete
+# ARN such as arn:aws:lambda:us-east-1:123456789012:function names a function called "function" (recorded).
+_ANY = re.compile(r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((?P<region>[a-z]{2}(-gov)?-[a-z]+-\d{1}):)?((?P<account>\d{12}):)?"
+                  r"(function:)?(?P<name>[a-zA-Z0-9-_]+)(:(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]+))?")
 
 
 def function_arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
@@ -24,7 +28,7 @@ def split_function(ident: str, region: str, account: str, qualifier: str | None 
     The model's pattern has already been checked; this resolves the form and
     refuses ARNs of another region or account as Lambda does.
     """
-    m = _FULL.fullmatch(ident) or _PARTIAL.fullmatch(ident) or _NAME.fullmatch(ident)
+    m = _FULL.fullmatch(ident) or _PARTIAL.fullmatch(ident) or _NAME.fullmatch(ident) or _ANY.fullmatch(ident)
     if m is None:
         raise errors.ValidationException(f"1 validation error detected: Value '{ident}' at 'functionName' failed to "
                                          "satisfy constraint: Member must satisfy regular expression pattern: "

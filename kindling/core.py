@@ -109,12 +109,14 @@ class Kindling:
         self.logs.start()  # retention
         self.scheduler.start()
         self._start_zygotes()
+        self.functions.updates.resume()  # creations and updates a stopped Kindling left under way finish now
         self.provisioned.start()  # stored configs provision in the background
         await self.events.start()
 
     async def stop(self) -> None:
         await self.events.stop()
         await self.provisioned.stop()
+        await self.functions.updates.stop()
         await self.scheduler.stop()
         self.backend.close()
         self.functions.code_worker.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 from kindling import errors
 from kindling.frontend.protocol import service_model
+from kindling.functions import states
 from kindling.runtimes.registry import DEPRECATED, PROVIDED, Runtimes
 
 # Keys Lambda sets itself; a function may not set them (AWS's list).
@@ -32,6 +33,12 @@ def lambda_timestamp(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}+0000"
 
 
+# The valid runtimes as AWS lists them in the error for an unknown one (its server-side set, in its order; recorded).
+AWS_RUNTIMES = ("nodejs20.x, python3.14, provided.al2023, python3.12, python3.13, nodejs24.x, nodejs22.x, java25, "
+                "python3.10, python3.11, java21, ruby3.3, ruby3.4, ruby3.2, python3.8, python3.9, java17, nodejs16.x, "
+                "dotnet10, dotnet8, java11, dotnet6, nodejs18.x, provided.al2, java8.al2")
+
+
 def check_runtime(runtime: str, runtimes: Runtimes) -> None:
     if runtime in DEPRECATED:
         raise errors.InvalidParameterValueException(
@@ -39,10 +46,9 @@ def check_runtime(runtime: str, runtimes: Runtimes) -> None:
             "functions. We recommend you use a supported runtime while creating or updating functions.")
     enum = service_model().shape_for("Runtime").enum
     if runtime not in enum:
-        listed = ", ".join(r for r in enum if r not in DEPRECATED)
         raise errors.InvalidParameterValueException(
             f"Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
-            f"[{listed}] or be a valid ARN")
+            f"[{AWS_RUNTIMES}] or be a valid ARN")
     if not runtimes.available(runtime):
         raise errors.InvalidParameterValueException(
             f"The runtime {runtime} is not available on this Kindling host: no interpreter for it was found. "
@@ -146,11 +152,14 @@ def updated_configuration(config: dict[str, Any], params: dict[str, Any], region
     return new
 
 
-def published_configuration(latest: dict[str, Any], version: str, arn: str, description: str | None) -> dict[str, Any]:
-    """A published version: $LATEST's code and configuration as they are now, frozen under a number."""
+def published_configuration(latest: dict[str, Any], version: str, arn: str, description: str | None,
+                            pending: bool = False) -> dict[str, Any]:
+    """A published version: $LATEST's code and configuration as they are now, frozen under a number. PublishVersion
+    answers it Active; published with CreateFunction / UpdateFunctionCode (``pending``) it is Pending until
+    kindling.functions.updates has checked it, as recorded on AWS."""
     config = {**latest, "FunctionArn": arn, "Version": version, "RevisionId": str(uuid.uuid4()),
-              "LastModified": lambda_timestamp(), "Description": description or latest.get("Description", ""),
-              "State": "Active", "LastUpdateStatus": "Successful"}
+              "LastModified": lambda_timestamp(), "Description": description or latest.get("Description", "")}
+    config = states.pending(config) if pending else states.succeeded(config)
     snap = config.get("SnapStart") or {}
     if snap.get("ApplyOn") == "PublishedVersions":
         config["SnapStart"] = {**snap, "OptimizationStatus": "On"}
@@ -172,27 +181,6 @@ def as_listed(config: dict[str, Any], arn: str | None = None) -> dict[str, Any]:
     if arn:
         out["FunctionArn"] = arn
     return out
-
-
-def as_pending(config: dict[str, Any]) -> dict[str, Any]:
-    """A version still being created, as AWS answers for it: State Pending, no LastUpdateStatus yet."""
-    out = {k: v for k, v in config.items() if k != "LastUpdateStatus"}
-    out.update(State="Pending", StateReason="The function is being created.", StateReasonCode="Creating")
-    return out
-
-
-def as_returned_after_create(config: dict[str, Any], version: str | None = None) -> dict[str, Any]:
-    """CreateFunction answers while the function is still Pending, as AWS does. Becoming Active gives $LATEST
-    another RevisionId on AWS, so the answer's RevisionId is the (already superseded) pending one.
-    With Publish, Version is the number published."""
-    return {**as_pending(config), "RevisionId": str(uuid.uuid4()), "Version": version or config["Version"]}
-
-
-def as_returned_after_update(config: dict[str, Any]) -> dict[str, Any]:
-    """Update calls answer while the update is InProgress, as AWS does; its completion gives $LATEST another
-    RevisionId, so the answer's RevisionId is the (already superseded) in-progress one."""
-    return {**config, "LastUpdateStatus": "InProgress", "LastUpdateStatusReason": "The function is being created.",
-            "LastUpdateStatusReasonCode": "Creating", "RevisionId": str(uuid.uuid4())}
 
 
 def _runtime_version_arn(runtime: str, region: str) -> str:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kindling import arns, errors
+from kindling.functions import architecture, states
 from kindling.functions import config as cfg
+from kindling.functions.updates import UpdateFailed, Updates
 from kindling.network.vpc import Vpcs
 from kindling.runtimes.registry import Runtimes
 from kindling.settings import Settings
@@ -24,6 +26,10 @@ from kindling.store.versions import VersionStore
 ZIP_ONLY = ("S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri")
 STALE_REVISION = ("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API "
                   "to retrieve the latest Revision Id")
+IN_PROGRESS = "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
+IN_STATE = "The operation cannot be performed at this time. The function is currently in the following state: {state}"
+NAME_TOO_LONG = ("1 validation error detected: Value '{name}' at 'functionName' failed to satisfy constraint: Member "
+                 "must have length less than or equal to 64")
 ONLY_LATEST = ("Current operation does not support versions other than $LATEST. Please set version to $LATEST or do "
                "not set a version in your request.")
 
@@ -47,6 +53,9 @@ class FunctionService:
         self.code_worker = CodeWorker(code)
         self._uploading = 0
         self._garbage_waiting = False
+        # creations, publications and updates finish in the background (Pending/InProgress → Active/Failed)
+        self.updates = Updates(store, self._check_runnable)
+        self.updates.listeners.append(self._settled)
 
     # -- names --------------------------------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -86,6 +95,42 @@ class FunctionService:
         if self.store.get(name) is None:
             raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name)}")
         return name
+
+    def runnable(self, name: str, version: str) -> FunctionRecord | None:
+        """The record an invoke of ``name:version`` runs: while an update is in progress (or after it failed),
+        the last successful configuration and code, as on Lambda. A version still Pending, or whose creation
+        failed, cannot be invoked (ResourceConflictException, AWS's message)."""
+        rec = self.store.get(name, version)
+        if rec is None or states.settled(rec.config):
+            return rec
+        if rec.config.get("State") in ("Pending", "Failed"):
+            raise errors.ResourceConflictException(IN_STATE.format(state=rec.config["State"]))
+        return self.store.last_successful(name, version) or rec
+
+    def _check_idle(self, rec: FunctionRecord) -> None:
+        """Refuse to change a version while its creation or an update is under way, as AWS does."""
+        if rec.config.get("State") == "Pending":
+            raise errors.ResourceConflictException(IN_STATE.format(state="Pending"))
+        if rec.config.get("LastUpdateStatus") == "InProgress":
+            raise errors.ResourceConflictException(IN_PROGRESS.format(arn=self.arn(rec.name)))
+
+    def _check_runnable(self, rec: FunctionRecord) -> None:
+        """What finishing a creation or update checks (kindling.functions.updates): it can run on this host."""
+        runtime = rec.config.get("Runtime")
+        if rec.config.get("PackageType", "Zip") == "Zip":
+            if runtime and not self.runtimes.available(runtime):
+                raise UpdateFailed(f"The runtime {runtime} is not available on this Kindling host.", "InvalidRuntime")
+            if not self.code.task_root(rec.code_key).is_dir():
+                raise UpdateFailed("The function's code is missing from the code store.", "InvalidZipFileException")
+
+    def _settled(self, before: FunctionRecord, after: FunctionRecord) -> None:
+        """A version's creation or update completed: its environments are of the old configuration."""
+        if after.version == LATEST:
+            self.versions.carry(after.name, before.revision_id, after.revision_id)  # not a change to publish
+        if before.config.get("State") == "Pending":
+            return  # never invoked while being created: it has no environments yet
+        self._changed(after.name, after.version)
+        self.collect_garbage()  # the code the last successful configuration ran may be unused now
 
     def _changed(self, name: str, version: str | None) -> None:
         for version_listener in self.version_listeners:
@@ -137,6 +182,8 @@ class FunctionService:
 
     def _check_create(self, p: dict[str, Any]) -> str:
         name, qualifier = self.resolve(p["FunctionName"])
+        if len(name) > 64:
+            raise errors.InvalidParameterValueException(NAME_TOO_LONG.format(name=p["FunctionName"]))
         if qualifier:
             raise errors.InvalidParameterValueException("Function name cannot contain a qualifier when creating.")
         if p.get("PackageType", "Zip") != "Zip":
@@ -149,6 +196,9 @@ class FunctionService:
         cfg.check_runtime(runtime, self.runtimes)
         cfg.check_handler(runtime, p.get("Handler"))
         cfg.check_environment(p.get("Environment"))
+        architecture.check(p.get("Architectures"), runtime)
+        if len(p.get("Tags") or {}) > 50:
+            raise errors.InvalidParameterValueException("Number of tags exceeds resource tag limit.")
         if "VpcConfig" in p:
             p["VpcConfig"] = self.vpcs.vpc_config(p["VpcConfig"])  # with its VpcId, or InvalidParameterValue
         if self.store.get(name) is not None:  # before storing code: a conflict leaves nothing behind
@@ -156,14 +206,15 @@ class FunctionService:
         return name
 
     def _create(self, name: str, p: dict[str, Any], code: dict[str, Any]) -> dict[str, Any]:
-        config = cfg.new_configuration(p, self.arn(name), code, self.settings.region)
+        config = states.pending(cfg.new_configuration(p, self.arn(name), code, self.settings.region))
         try:
             rec = self.store.create(name, config, code["key"], dict(p.get("Tags") or {}))
         except AlreadyExists:
             self.collect_garbage()
             raise errors.ResourceConflictException(f"Function already exist: {name}") from None
-        version = self._publish(rec, None).version if p.get("Publish") else None
-        return cfg.as_returned_after_create(config, version)
+        version = self._publish(rec, None, pending=True).version if p.get("Publish") else None
+        self.updates.start(name, LATEST)
+        return {**config, "Version": version or LATEST}  # the answer names the version published, if any
 
     def _read(self, p: dict[str, Any]) -> tuple[FunctionRecord, dict[str, Any]]:
         """The version a FunctionName + Qualifier names, and its configuration with the ARN as addressed."""
@@ -199,21 +250,23 @@ class FunctionService:
     def _update(self, p: dict[str, Any],
                 change: Callable[[FunctionRecord], tuple[dict[str, Any], str]]) -> dict[str, Any]:
         rec = self.record(self.unqualified(p["FunctionName"]))
+        self._check_idle(rec)
         if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
             raise errors.PreconditionFailedException(STALE_REVISION)
         config, key = change(rec)
+        # invokes run the last successful configuration until this one is Successful (kindling.functions.updates)
+        remember = rec if states.settled(rec.config) else None
         try:
-            new = self.store.update(rec, config, key)
-        except Conflict:
-            raise errors.ResourceConflictException(
-                "The operation cannot be performed at this time. An update is in progress for resource: "
-                f"{self.arn(rec.name)}") from None
+            new = self.store.update(rec, states.in_progress(config), key, remember=remember)
+        except Conflict:  # another update won the race since ``rec`` was read
+            raise errors.ResourceConflictException(IN_PROGRESS.format(arn=self.arn(rec.name))) from None
         finally:
             self.collect_garbage()
-        self._changed(rec.name, LATEST)
-        if p.get("Publish"):  # UpdateFunctionCode answers with the new version, still Pending on AWS
-            return cfg.as_pending(self._publish(new, None).config)
-        return cfg.as_returned_after_update(new.config)
+        version = self._publish(new, None, pending=True) if p.get("Publish") else None
+        self.updates.start(rec.name, LATEST)
+        if version is not None:  # UpdateFunctionCode answers with the new version, still Pending on AWS
+            return version.config
+        return new.config
 
     def update_code(self, p: dict[str, Any]) -> dict[str, Any]:
         return self._update(p, lambda rec: self._new_code(rec, p, self._store_code(p)))
@@ -221,6 +274,7 @@ class FunctionService:
     async def update_code_async(self, p: dict[str, Any]) -> dict[str, Any]:
         """UpdateFunctionCode with the upload's extraction off the event loop."""
         rec = self.record(self.unqualified(p["FunctionName"]))  # answer these before the upload is extracted
+        self._check_idle(rec)
         if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
             raise errors.PreconditionFailedException(STALE_REVISION)
         self._uploading += 1
@@ -235,10 +289,13 @@ class FunctionService:
         config = {**rec.config, "CodeSha256": code["CodeSha256"], "CodeSize": code["CodeSize"],
                   "LastModified": cfg.lambda_timestamp()}
         if p.get("Architectures"):
+            architecture.check(p["Architectures"], rec.config.get("Runtime"))
             config["Architectures"] = p["Architectures"]
         return config, code["key"]
 
     def update_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
+        removed_dlq: dict[str, Any] = {}
+
         def change(rec: FunctionRecord) -> tuple[dict[str, Any], str]:
             if "Runtime" in p:
                 cfg.check_runtime(p["Runtime"], self.runtimes)
@@ -246,14 +303,22 @@ class FunctionService:
                 cfg.check_environment(p["Environment"])
             if "VpcConfig" in p:
                 p["VpcConfig"] = self.vpcs.vpc_config(p["VpcConfig"])
-            return cfg.updated_configuration(rec.config, p, self.settings.region), rec.code_key
-        return self._update(p, change)
+            new = cfg.updated_configuration(rec.config, p, self.settings.region)
+            if "DeadLetterConfig" in rec.config and "DeadLetterConfig" not in new:
+                removed_dlq.update(rec.config["DeadLetterConfig"])
+            return new, rec.code_key
+        answer = self._update(p, change)
+        if removed_dlq:  # AWS's answer to the update that removes it still shows it (recorded)
+            answer = {**answer, "DeadLetterConfig": removed_dlq}
+        return answer
 
     def delete(self, p: dict[str, Any]) -> dict[str, Any]:
         name, qualifier = self.resolve(p["FunctionName"], p.get("Qualifier"))
         if qualifier == LATEST:
             raise errors.InvalidParameterValueException(
                 "$LATEST version cannot be deleted without deleting the function.")
+        if qualifier and arns.is_alias(qualifier):  # before looking the function up, as recorded on AWS
+            raise errors.InvalidParameterValueException("Deletion of aliases is not currently supported.")
         if self.store.get(name) is None:
             raise errors.ResourceNotFoundException(f"Function not found: {self.arn(name)}")
         if qualifier:
@@ -268,6 +333,7 @@ class FunctionService:
     def publish(self, p: dict[str, Any]) -> dict[str, Any]:
         """PublishVersion: $LATEST as the next version, or the last version if $LATEST has not changed since."""
         rec = self.record(self.unqualified(p["FunctionName"]))
+        self._check_idle(rec)
         if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
             raise errors.PreconditionFailedException(STALE_REVISION)
         sha = rec.config["CodeSha256"]
@@ -277,7 +343,7 @@ class FunctionService:
                 "again with the CodeSHA256 in $LATEST.")
         return self._publish(rec, p.get("Description")).config
 
-    def _publish(self, latest: FunctionRecord, description: str | None) -> FunctionRecord:
+    def _publish(self, latest: FunctionRecord, description: str | None, pending: bool = False) -> FunctionRecord:
         last = self.versions.last_published(latest.name)
         if last is not None and last[1] == latest.revision_id:  # nothing changed since: no new version, as AWS
             unchanged = self.store.get(latest.name, last[0])
@@ -285,12 +351,12 @@ class FunctionService:
                 return unchanged
         try:
             version = self.versions.publish(latest, lambda number: cfg.published_configuration(
-                latest.config, number, self.arn(latest.name, number), description))
+                latest.config, number, self.arn(latest.name, number), description, pending))
         except Conflict:
-            raise errors.ResourceConflictException(
-                "The operation cannot be performed at this time. An update is in progress for resource: "
-                f"{self.arn(latest.name)}") from None
+            raise errors.ResourceConflictException(IN_PROGRESS.format(arn=self.arn(latest.name))) from None
         self._changed(latest.name, LATEST)  # $LATEST has a new RevisionId
+        if pending:
+            self.updates.start(latest.name, version.version)  # Pending, then Active
         return version
 
     def list_versions(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -328,13 +394,20 @@ class FunctionService:
         if len(tags) > 50:
             raise errors.InvalidParameterValueException(
                 "Number of tags exceeds resource tag limit.")
-        self.store.set_tags(rec.name, tags)
+        self._set_tags(rec.name, tags)
         return {}
 
     def untag(self, p: dict[str, Any]) -> dict[str, Any]:
         rec = self._tag_target(p["Resource"])
-        self.store.set_tags(rec.name, {k: v for k, v in rec.tags.items() if k not in set(p["TagKeys"])})
+        self._set_tags(rec.name, {k: v for k, v in rec.tags.items() if k not in set(p["TagKeys"])})
         return {}
+
+    def _set_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Tags change $LATEST's RevisionId, as on AWS; they are no change a new version would be published for."""
+        moved = self.store.set_tags(name, tags)
+        if moved is not None:
+            self.versions.carry(name, *moved)
+            self._changed(name, LATEST)
 
     def list_tags(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"Tags": self._tag_target(p["Resource"]).tags}

@@ -32,7 +32,7 @@ def target(functions: FunctionService, name: str, qualifier: str | None) -> Func
         alias = functions.aliases.get(name, version)
         if alias is not None:
             version = pick(alias)
-    rec = functions.store.get(name, version)
+    rec = functions.runnable(name, version)  # while an update is in progress: the last successful configuration
     if rec is None:
         raise errors.ResourceNotFoundException(f"Function not found: {functions.arn(name, qualifier or LATEST)}")
     return rec

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Engine,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -38,6 +39,16 @@ versions = Table(
     Column("config", JSON, nullable=False),  # the FunctionConfiguration as AWS renders it
     Column("code_key", String(64), nullable=False),  # hex sha256 in the code store
     Column("revision_id", String(36), nullable=False),
+)
+
+# While a version's update is InProgress (or after it Failed), invokes run its last successful configuration and
+# code, as Lambda's do: kept here, one row per such version (kindling/functions/updates.py).
+last_successful = Table(
+    "last_successful", metadata,
+    Column("function_name", String(64), ForeignKey(functions.c.name, ondelete="CASCADE"), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("config", JSON, nullable=False),
+    Column("code_key", String(64), nullable=False),
 )
 
 

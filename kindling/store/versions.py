@@ -63,6 +63,14 @@ class VersionStore:
                                                  code_key=latest.code_key, revision_id=config["RevisionId"]))
         return FunctionRecord(latest.name, str(number), config, latest.code_key, config["RevisionId"], latest.tags)
 
+    def carry(self, name: str, old: str, new: str) -> None:
+        """$LATEST's RevisionId moved from ``old`` to ``new`` without a change worth a version (it became Active,
+        or was tagged): if ``old`` was the one right after the last publish, ``new`` is now."""
+        with self.engine.begin() as conn:
+            conn.execute(update(publications).where(publications.c.function_name == name,
+                                                    publications.c.latest_revision == old)
+                         .values(latest_revision=new))
+
     def list_versions(self, name: str, marker: str | None, limit: int) -> tuple[list[FunctionRecord], str | None]:
         """$LATEST and the published versions of ``name`` in order, ``limit`` after the version ``marker``."""
         order = version_order(versions.c.version)
