@@ -1,0 +1,209 @@
+"""The control plane of container-image functions (PackageType Image): checks, states and shapes as AWS.
+
+CreateFunction resolves the ImageUri to its manifest digest in the request (CodeSha256; an image that does
+not exist is refused at once) and answers while the function is Pending; the image is pulled and unpacked in
+the background (kindling.images.store), and the function becomes Active, or Failed with StateReasonCode
+ImageAccessDenied / InvalidImage. UpdateFunctionCode with a new ImageUri answers InProgress and ends
+Successful or Failed (LastUpdateStatusReasonCode) the same way. These transitions are this module's own:
+they touch only image functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kindling import errors
+from kindling.functions import config as cfg
+from kindling.images.sources import parse
+from kindling.images.store import PullFailed, code_key, is_image_key, split_key
+from kindling.store.functions import LATEST, AlreadyExists, Conflict, FunctionRecord
+
+if TYPE_CHECKING:
+    from kindling.functions.service import FunctionService
+
+log = logging.getLogger("kindling.images")
+
+NOT_WITH_IMAGE = ("Runtime", "Handler", "Layers")
+CREATING = {"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode": "Creating"}
+REASONS = {"ImageAccessDenied": "Lambda does not have permission to access the ECR image. Check the ECR permissions.",
+           "InvalidImage": "The image manifest, config or layer media type for the source image {uri} is not "
+                           "supported."}
+_STATE_KEYS = ("StateReason", "StateReasonCode", "LastUpdateStatusReason", "LastUpdateStatusReasonCode")
+
+
+def is_image(rec: FunctionRecord) -> bool:
+    return is_image_key(rec.code_key)
+
+
+def check_create(p: dict[str, Any]) -> None:
+    if any(p.get(k) for k in NOT_WITH_IMAGE):
+        raise errors.InvalidParameterValueException(
+            "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.")
+    code = p.get("Code") or {}
+    if any(code.get(k) for k in ("ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion")):
+        raise errors.InvalidParameterValueException(
+            "Please don't provide ZipFile or S3 location when the intended function PackageType is Image.")
+    if not code.get("ImageUri"):
+        raise errors.InvalidParameterValueException(
+            "Please provide ImageUri when the intended function PackageType is Image.")
+
+
+def check_zip(p: dict[str, Any], updating: bool = False) -> None:
+    """A Zip function's request must not carry image members."""
+    image_uri = p.get("ImageUri") if updating else (p.get("Code") or {}).get("ImageUri")
+    if image_uri:
+        raise errors.InvalidParameterValueException(
+            "Please don't provide ImageUri when updating a function with packageType Zip." if updating else
+            "Please don't provide ImageUri when the intended function PackageType is Zip.")
+    if p.get("ImageConfig"):
+        raise errors.InvalidParameterValueException(
+            "ImageConfig is not supported for functions with PackageType Zip.")
+
+
+def _architecture(p: dict[str, Any], current: dict[str, Any] | None = None) -> str:
+    return (p.get("Architectures") or (current or {}).get("Architectures") or ["x86_64"])[0]
+
+
+def image_config_response(image_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ImageConfigResponse as AWS shows it: the members that were set, or nothing when none was."""
+    ic = {k: v for k, v in (image_config or {}).items() if k in ("EntryPoint", "Command", "WorkingDirectory") and v}
+    return {"ImageConfig": ic} if ic else None
+
+
+def new_configuration(p: dict[str, Any], arn: str, code: dict[str, Any], region: str) -> dict[str, Any]:
+    config = cfg.new_configuration({**p, "Runtime": "provided"}, arn, code, region)
+    for k in ("Runtime", "Handler", "RuntimeVersionConfig", "LastUpdateStatus"):
+        config.pop(k, None)
+    config.update(PackageType="Image", **CREATING)
+    response = image_config_response(p.get("ImageConfig"))
+    if response:
+        config["ImageConfigResponse"] = response
+    return config
+
+
+def code_location(rec: FunctionRecord) -> dict[str, Any]:
+    hex_digest, uri = split_key(rec.code_key)
+    return {"RepositoryType": "ECR", "ImageUri": uri,
+            "ResolvedImageUri": f"{parse(uri).repository_uri}@sha256:{hex_digest}"}
+
+
+async def create(svc: FunctionService, p: dict[str, Any]) -> dict[str, Any]:
+    name = svc._check_create(p)
+    uri = p["Code"]["ImageUri"]
+    hex_digest, source = await svc.images.resolve(uri, _architecture(p))
+    key = code_key(hex_digest, uri)
+    config = new_configuration(p, svc.arn(name), {"CodeSha256": hex_digest, "CodeSize": 0, "key": key},
+                               svc.settings.region)
+    try:
+        rec = svc.store.create(name, config, key, dict(p.get("Tags") or {}))
+    except AlreadyExists:
+        raise errors.ResourceConflictException(f"Function already exist: {name}") from None
+    version = svc._publish(rec, None).version if p.get("Publish") else None
+    _settle_later(svc, name, key, svc.images.pull(hex_digest, source, _architecture(p)), creating=True)
+    return cfg.as_returned_after_create(config, version)
+
+
+async def update_code(svc: FunctionService, p: dict[str, Any], rec: FunctionRecord) -> dict[str, Any]:
+    if p.get("ZipFile") or p.get("S3Bucket") or not p.get("ImageUri"):
+        raise errors.InvalidParameterValueException(
+            "Please provide ImageUri when updating a function with packageType Image.")
+    uri = p["ImageUri"]
+    hex_digest, source = await svc.images.resolve(uri, _architecture(p, rec.config))
+    key = code_key(hex_digest, uri)
+
+    def change(current: FunctionRecord) -> tuple[dict[str, Any], str]:
+        config = {k: v for k, v in current.config.items() if k not in _STATE_KEYS}
+        config.update(CodeSha256=hex_digest, CodeSize=0, LastModified=cfg.lambda_timestamp(),
+                      LastUpdateStatus="InProgress", LastUpdateStatusReason="The function is being created.",
+                      LastUpdateStatusReasonCode="Creating")
+        if p.get("Architectures"):
+            config["Architectures"] = p["Architectures"]
+        return config, key
+    out = svc._update(p, change)
+    _settle_later(svc, rec.name, key, svc.images.pull(hex_digest, source, _architecture(p, rec.config)),
+                  creating=False)
+    return out
+
+
+def check_update_configuration(rec: FunctionRecord, p: dict[str, Any]) -> None:
+    if is_image(rec):
+        if any(k in p for k in NOT_WITH_IMAGE):
+            raise errors.InvalidParameterValueException(
+                "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.")
+    elif "ImageConfig" in p:
+        check_zip({"ImageConfig": p["ImageConfig"]})
+
+
+def updated_configuration(config: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    if "ImageConfig" not in p:
+        return config
+    config = {k: v for k, v in config.items() if k != "ImageConfigResponse"}
+    response = image_config_response(p["ImageConfig"])
+    if response:
+        config["ImageConfigResponse"] = response
+    return config
+
+
+def _settle_later(svc: FunctionService, name: str, key: str, pull: asyncio.Task[None], creating: bool) -> None:
+    async def settle() -> None:
+        failure: PullFailed | None = None
+        try:
+            await asyncio.shield(pull)
+        except PullFailed as exc:
+            failure = exc
+        except Exception as exc:  # a worker that could not run: the function says so, the server goes on
+            log.exception("pulling the image of %s failed", name)
+            failure = PullFailed("InvalidImage", str(exc))
+        settle_state(svc, name, key, failure, creating)
+    task = asyncio.get_running_loop().create_task(settle())
+    svc.image_settlers.add(task)
+    task.add_done_callback(svc.image_settlers.discard)
+
+
+def settle_state(svc: FunctionService, name: str, key: str, failure: PullFailed | None, creating: bool) -> None:
+    """$LATEST (if it still runs this image) after its pull: Active / Successful, or Failed with the reason."""
+    for _ in range(10):  # an update meanwhile moves the RevisionId: read again
+        rec = svc.store.get(name)
+        if rec is None or rec.code_key != key:
+            return
+        config = {k: v for k, v in rec.config.items() if k not in _STATE_KEYS}
+        if failure is None:
+            config.update(State="Active", LastUpdateStatus="Successful")
+        else:
+            reason = REASONS.get(failure.code, "{uri}").format(uri=split_key(key)[1])
+            if failure.reason:
+                reason = f"{reason} ({failure.reason})"
+            if creating:
+                config.update(State="Failed", StateReason=reason, StateReasonCode=failure.code)
+            config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason,
+                          LastUpdateStatusReasonCode=failure.code)
+        try:
+            svc.store.update(rec, config, key)
+        except Conflict:
+            continue
+        svc._changed(name, LATEST)
+        return
+
+
+async def ready(svc: FunctionService, rec: FunctionRecord) -> str:
+    """The image of ``rec`` unpacked on this host (its digest), pulling it again if it went missing; or the
+    error AWS answers an invoke of a function that is not Active."""
+    state = rec.config.get("State")
+    if state in ("Pending", "Failed"):
+        raise errors.ResourceConflictException(
+            f"The operation cannot be performed at this time. The function is currently in the following state: "
+            f"{state}")
+    hex_digest, uri = split_key(rec.code_key)
+    if svc.images.ready(hex_digest):
+        return hex_digest
+    try:
+        _, source = await svc.images.resolve(f"{parse(uri).repository_uri}@sha256:{hex_digest}",
+                                             _architecture({}, rec.config))
+        await asyncio.shield(svc.images.pull(hex_digest, source, _architecture({}, rec.config)))
+    except (PullFailed, errors.LambdaError) as exc:
+        raise errors.ResourceConflictException(
+            "The operation cannot be performed at this time. The function's image could not be used: "
+            f"{getattr(exc, 'reason', None) or exc}") from None
+    return hex_digest
