@@ -8,6 +8,7 @@ import os
 
 from kindling import credentials, datadir
 from kindling.frontend import presign
+from kindling.functions import images
 from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
 from kindling.functions.provisioned import ProvisionedService
@@ -110,9 +111,11 @@ class Kindling:
         self.scheduler.start()
         self._start_zygotes()
         self.provisioned.start()  # stored configs provision in the background
+        images.resume(self.functions)  # container images a stopped server was still pulling
         await self.events.start()
 
     async def stop(self) -> None:
+        await images.stop(self.functions)
         await self.events.stop()
         await self.provisioned.stop()
         await self.scheduler.stop()

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "wget", "sed", "tr", "grep", "cat", "id", "ls", "head", "printf")
+APPLETS = ("sh", "wget", "sed", "tr", "grep", "cat", "id", "touch", "stat")
 
-# Answers each event with its handler, argv, cwd, uid and some variables; "fail" in the event makes it exit.
+# Answers each event with its handler, argv, cwd, uid, some variables and what it can see and write.
 BOOTSTRAP = r"""#!/bin/sh
 API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 while true; do
@@ -30,7 +30,13 @@ while true; do
   ID=$(echo "$HEAD" | grep -i 'lambda-runtime-aws-request-id' | sed 's/.*: *//' | tr -d '\r ')
   BODY="{\"handler\":\"$_HANDLER\",\"argv\":\"$0 $*\",\"cwd\":\"$(pwd)\",\"uid\":\"$(id -u)\","
   BODY="$BODY\"image_var\":\"$IMAGE_VAR\",\"shared\":\"$SHARED\",\"task_root\":\"$LAMBDA_TASK_ROOT\","
-  BODY="$BODY\"region\":\"$AWS_REGION\",\"path\":\"$PATH\",\"event\":$(cat /tmp/event)}"
+  BODY="$BODY\"region\":\"$AWS_REGION\",\"path\":\"$PATH\",\"event\":$(cat /tmp/event),"
+  W=no; touch /app/probe 2>/dev/null && W=yes
+  T=no; touch /tmp/probe 2>/dev/null && T=yes
+  O=no; [ -e /app/old.txt ] && O=yes
+  S=no; [ -u /app/suid ] && S=yes
+  BODY="$BODY\"root_writable\":\"$W\",\"tmp_writable\":\"$T\",\"old\":\"$O\",\"setuid\":\"$S\","
+  BODY="$BODY\"tmp_mode\":\"$(stat -c %a /tmp)\",\"resolv\":\"$(stat -c %F /etc/resolv.conf)\"}"
   wget -q -O /dev/null --post-data "$BODY" "$API/invocation/$ID/response"
 done
 """

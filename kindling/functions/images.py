@@ -28,6 +28,7 @@ log = logging.getLogger("kindling.images")
 NOT_WITH_IMAGE = ("Runtime", "Handler", "Layers")
 CREATING = {"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode": "Creating"}
 REASONS = {"ImageAccessDenied": "Lambda does not have permission to access the ECR image. Check the ECR permissions.",
+           "ImageDeleted": "The source image {uri} could not be found.",
            "InvalidImage": "The image manifest, config or layer media type for the source image {uri} is not "
                            "supported."}
 _STATE_KEYS = ("StateReason", "StateReasonCode", "LastUpdateStatusReason", "LastUpdateStatusReasonCode")
@@ -199,11 +200,40 @@ async def ready(svc: FunctionService, rec: FunctionRecord) -> str:
     if svc.images.ready(hex_digest):
         return hex_digest
     try:
-        _, source = await svc.images.resolve(f"{parse(uri).repository_uri}@sha256:{hex_digest}",
-                                             _architecture({}, rec.config))
+        source = svc.images.source(uri, hex_digest)
         await asyncio.shield(svc.images.pull(hex_digest, source, _architecture({}, rec.config)))
     except (PullFailed, errors.LambdaError) as exc:
         raise errors.ResourceConflictException(
             "The operation cannot be performed at this time. The function's image could not be used: "
             f"{getattr(exc, 'reason', None) or exc}") from None
     return hex_digest
+
+
+def resume(svc: FunctionService) -> None:
+    """At start: finish the pulls a stopped server left Pending or InProgress (their state settles as usual)."""
+    records, _ = svc.store.list_functions(None, 1 << 30, False)
+    for rec in records:
+        if not is_image(rec) or (rec.config.get("State") != "Pending"
+                                 and rec.config.get("LastUpdateStatus") != "InProgress"):
+            continue
+        svc.image_settlers.add(asyncio.get_running_loop().create_task(_resume(svc, rec)))
+
+
+async def _resume(svc: FunctionService, rec: FunctionRecord) -> None:
+    hex_digest, uri = split_key(rec.code_key)
+    creating = rec.config.get("State") == "Pending"
+    try:
+        source = svc.images.source(uri, hex_digest)
+    except errors.LambdaError as exc:  # the operator no longer maps its registry
+        settle_state(svc, rec.name, rec.code_key, PullFailed("ImageDeleted", exc.message), creating)
+        return
+    _settle_later(svc, rec.name, rec.code_key, svc.images.pull(hex_digest, source, _architecture({}, rec.config)),
+                  creating)
+
+
+async def stop(svc: FunctionService) -> None:
+    """Cut off pulls in flight (their worker is killed; a restart resumes them)."""
+    tasks = [*svc.image_settlers, *svc.images.pulls.values()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -116,6 +116,10 @@ def _copy(req: dict[str, Any], layout: str) -> None:
             raise AccessDenied(text[-300:])
         if "file size limit" in text.lower() or done.returncode == -25:
             raise InvalidImage("the image is larger than the limit")
+        if re.search(r"no such file|blob unknown|manifest unknown|not found", text, re.I):
+            raise InvalidImage("the image refers to a blob that is missing")
+        message = re.search(r'msg="(.*)"', text)
+        text = re.sub(r"/[^\s:\"]+", "...", message.group(1) if message else text)  # no host paths in reasons
         raise InvalidImage(f"the image could not be read: {text[-300:]}")
 
 
@@ -131,6 +135,8 @@ def pull(req: dict[str, Any]) -> None:
         manifests = index.get("manifests") if isinstance(index, dict) else None
         if not isinstance(manifests, list) or len(manifests) != 1 or not isinstance(manifests[0], dict):
             raise InvalidImage("the image layout's index is malformed")
+        if req.get("expect") and manifests[0].get("digest") != req["expect"]:
+            raise InvalidImage("the image's tag names another image now")
         manifest = _json(_blob(layout, manifests[0].get("digest")))
         if not isinstance(manifest, dict) or manifest.get("mediaType", MANIFEST_TYPES[0]) not in MANIFEST_TYPES:
             raise InvalidImage("the image manifest is not an image manifest")

@@ -120,6 +120,11 @@ class ImageStore:
                 f"Source image {ref.uri} is not valid. Provide a valid source image.")
         return out
 
+    def source(self, uri: str, hex_digest: str) -> Source:
+        """How to pull the image ``uri`` resolved to before (by digest from a registry; by tag from a layout,
+        the pull checking it still names that digest)."""
+        return self.sources.source(parse(uri)).pinned(f"sha256:{hex_digest}")
+
     # -- pulling: digest -> unpacked root ---------------------------------------------------------------
     def pull(self, hex_digest: str, source: Source, architecture: str) -> asyncio.Task[None]:
         """The pull of ``hex_digest`` (one at a time per digest; done at once when it is already here)."""
@@ -134,7 +139,8 @@ class ImageStore:
         if self.ready(hex_digest):
             return
         request = {"source": source.reference, "tls_verify": source.tls_verify, "dest": str(self.root(hex_digest)),
-                   "max_bytes": self.max_bytes, "arch": ARCH.get(architecture, "amd64"), "timeout": self.pull_timeout}
+                   "max_bytes": self.max_bytes, "arch": ARCH.get(architecture, "amd64"), "timeout": self.pull_timeout,
+                   "expect": None if "@sha256:" in source.reference else f"sha256:{hex_digest}"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kindling.images.pull", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -54,6 +54,9 @@ class InvokeService:
                 "Container-image functions need isolated sandboxes: run Kindling as root (--sandbox isolated).")
         key = (rec.name, rec.version, rec.revision_id)
         hex_digest = split_key(rec.code_key)[0]
+        if not self.functions.images.ready(hex_digest):  # invoke awaits it (images.ready); others wait for it
+            raise errors.ResourceConflictException(
+                "The operation cannot be performed at this time. The function's image is not ready yet.")
         root = str(self.functions.images.root(hex_digest) / "rootfs")
         run = image_run(root, self.functions.images.settings(hex_digest),
                         (rec.config.get("ImageConfigResponse") or {}).get("ImageConfig"))
