@@ -106,7 +106,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vpc_file", "", str,
             "TOML or JSON file defining the VPCs, subnets and security groups (egress rules) that functions' "
             "VpcConfig may name (docs/vpc.md); read at start. Empty: none, so any SubnetIds are unknown."),
-    Setting("image_registries", "", str,
+    Setting("image_sources", "", str,
             "Where container-image functions (PackageType Image) come from: PREFIX=SOURCE, once per flag. An "
             "ImageUri PREFIX/REPO:TAG is read from SOURCE: http(s)://host:port (an OCI registry, e.g. Debian's "
             "docker-registry) or oci:/dir (OCI image layouts: /dir/REPO, TAG its reference). PREFIX is a registry "
@@ -164,7 +164,7 @@ class Settings:
     log_group_max_mb: float = 1024.0
     otlp_endpoint: str = ""
     vpc_file: str = ""
-    image_registries: str = ""
+    image_sources: str = ""
     image_max_mb: int = 10240
     image_pull_timeout: float = 600.0
     log_level: str = "info"

@@ -9,6 +9,7 @@ leave their function Failed or contained, write nothing outside the images dir, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import io
 import json
@@ -58,6 +59,7 @@ def layouts() -> Iterator[Path]:
         busybox_image(root / "hello")
         busybox_image(root / "hello", "v2", config={"Env": ["PATH=/bin", "IMAGE_VAR=v2", "SHARED=image"]})
         busybox_image(root / "gc", config={"Env": ["PATH=/bin", "IMAGE_VAR=gc"]})
+        busybox_image(root / "many", config={"Env": ["PATH=/bin", "IMAGE_VAR=many"]})
         contained = layer({
             "/abs.txt": b"an absolute path lands inside the root",
             "tmp": info("tmp", tarfile.SYMTYPE, linkname="/"),  # a mount point made a link: replaced
@@ -74,6 +76,8 @@ def layouts() -> Iterator[Path]:
         failing = {
             "dotdot": [layer({f"../../../../{SENTINEL}-dotdot": b"out"})],
             "whiteout": [layer({"../../.wh.etc": b""})],
+            "whiteout-parent": [layer({".wh..": b""})],  # would empty the folder above the root
+            "deep": [layer({"d/" * 200 + "f": b"deep"})],
             "hardlink": [layer({"app/shadow": info("app/shadow", tarfile.LNKTYPE, linkname="/etc/shadow")})],
             "bomb": [_bomb_layer()],
             "notar": [gzip.compress(b"this is not a tar archive " * 100)],
@@ -119,7 +123,7 @@ def registry(layouts: Path) -> Iterator[int]:
 def hostile_server(layouts: Path, registry: int) -> Iterator[Server]:
     """This module's server: images from the layouts and the registry, a small image limit."""
     with tempfile.TemporaryDirectory(prefix="kindling-images-srv-") as tmp:
-        srv = Server(Path(tmp) / "data", image_registries=f"{ECR}=oci:{layouts},{PUSHED}=http://127.0.0.1:{registry}",
+        srv = Server(Path(tmp) / "data", image_sources=f"{ECR}=oci:{layouts},{PUSHED}=http://127.0.0.1:{registry}",
                      image_max_mb=str(MAX_MB)).start()
         yield srv
         srv.stop()
@@ -306,6 +310,16 @@ def test_an_image_is_unpacked_once_and_removed_with_its_last_function(lam, image
         time.sleep(0.05)
 
 
+def test_concurrent_creates_of_one_image_pull_it_once(lam, image_function, hostile_server, layouts):
+    roots = hostile_server.data_dir / "images" / "roots"
+    digest = digest_of(layouts / "many")
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        made = list(pool.map(lambda _: image_function(f"{ECR}/many:latest")["FunctionName"], range(12)))
+    assert all(settled(lam, name)["State"] == "Active" for name in made)
+    assert [p.name for p in roots.iterdir() if p.name.startswith(digest)] == [digest]
+    assert invoke(lam, made[-1])["image_var"] == "many"
+
+
 def test_a_hostile_image_stays_inside_its_root(lam, image_function, hostile_server):
     out = image_function(f"{ECR}/contained:latest")
     assert settled(lam, out["FunctionName"])["State"] == "Active"
@@ -326,7 +340,8 @@ def test_a_hostile_image_stays_inside_its_root(lam, image_function, hostile_serv
 
 def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, image_function, hostile_server,
                                                                           bystander: Bystander):
-    names = ["dotdot", "whiteout", "hardlink", "bomb", "notar", "badconfig", "badentry", "missing"]
+    names = ["dotdot", "whiteout", "whiteout-parent", "deep", "hardlink", "bomb", "notar", "badconfig", "badentry",
+             "missing"]
     made = {name: image_function(f"{ECR}/{name}:latest")["FunctionName"] for name in names}
     for image, fn in made.items():
         config = settled(lam, fn)
@@ -336,8 +351,16 @@ def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, i
         with pytest.raises(lam.exceptions.ResourceConflictException) as err:
             lam.invoke(FunctionName=fn, Payload=b"{}")
         assert "The function is currently in the following state: Failed" in err.value.response["Error"]["Message"]
-    bomb = lam.get_function_configuration(FunctionName=made["bomb"])
-    assert f"larger than {MAX_MB} MB" in bomb["StateReason"]
+    # ... for the reason that image has (each would have been an escape, a crash or a full disk without its check)
+    reasons = {image: lam.get_function_configuration(FunctionName=fn)["StateReason"] for image, fn in made.items()}
+    for image, reason in {"dotdot": "a path that leaves the image", "whiteout": "a path that leaves the image",
+                          "whiteout-parent": "an invalid whiteout", "deep": "more than 128 deep",
+                          "hardlink": "a hard link names a file that is not in the image",
+                          "bomb": f"larger than {MAX_MB} MB", "notar": "not a valid tar archive",
+                          "badconfig": "not valid JSON", "badentry": "Entrypoint is not a list of strings",
+                          "missing": "a blob that is missing"}.items():
+        assert reason in reasons[image], (image, reasons[image])
+        assert "/tmp/" not in reasons[image]  # no host paths
     # And nothing was written outside the images dir, nor left behind inside it
     for host in (Path("/"), Path("/tmp"), hostile_server.data_dir.parent):
         assert not list(host.glob(f"{SENTINEL}*")), host
@@ -349,7 +372,7 @@ def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, i
 
 def test_a_pull_cut_off_by_a_restart_is_finished_after_it(layouts):
     with tempfile.TemporaryDirectory(prefix="kindling-images-restart-") as tmp:
-        srv = Server(Path(tmp) / "data", image_registries=f"{ECR}=oci:{layouts}").start()
+        srv = Server(Path(tmp) / "data", image_sources=f"{ECR}=oci:{layouts}").start()
         try:
             lam = srv.client()
             name = lam.create_function(FunctionName=unique("img"), PackageType="Image", Role=ROLE,

@@ -191,6 +191,9 @@ def main() -> None:
         answer = {"ok": False, "code": "InvalidImage", "reason": "unpacking the image took too much memory"}
     except OSError as exc:
         answer = {"ok": False, "code": "InvalidImage", "reason": f"the image could not be unpacked ({exc.strerror})"}
+    except Exception as exc:  # noqa: BLE001 - whatever hostile input found: that image fails, with the reason
+        answer = {"ok": False, "code": "InvalidImage",
+                  "reason": f"the image could not be unpacked ({type(exc).__name__})"}
     sys.stdout.write(json.dumps(answer) + "\n")
 
 

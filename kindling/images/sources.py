@@ -1,6 +1,6 @@
 """Where container images come from: an ImageUri mapped to an OCI registry or an OCI layout on disk.
 
-The operator names sources with ``--image-registries`` (``KINDLING_IMAGE_REGISTRIES``): comma-separated
+The operator names sources with ``--image-source`` (``KINDLING_IMAGE_SOURCES``): comma-separated
 ``PREFIX=SOURCE`` pairs. An ImageUri ``PREFIX/REPOSITORY[:TAG|@sha256:DIGEST]`` is then read from
 ``SOURCE``: ``http://host:port`` or ``https://host:port`` (an OCI registry: the same REPOSITORY and
 tag there) or ``oci:/dir`` (``/dir/REPOSITORY`` is an OCI image layout, TAG its reference name). PREFIX
@@ -80,7 +80,7 @@ class Sources:
         for item in filter(None, (s.strip() for s in setting.split(","))):
             prefix, sep, target = item.partition("=")
             if not sep or not prefix or not target.startswith(("http://", "https://", "oci:/")):
-                raise ValueError(f"--image-registries: {item!r} is not PREFIX=http(s)://host:port or PREFIX=oci:/dir")
+                raise ValueError(f"--image-source: {item!r} is not PREFIX=http(s)://host:port or PREFIX=oci:/dir")
             self.rules.append((prefix.rstrip("/"), target.rstrip("/")))
         self.rules.sort(key=lambda r: -len(r[0]))  # the longest prefix wins
 
@@ -105,4 +105,4 @@ class Sources:
             return Source(f"docker://{host}/{rest}{at}", tls_verify=target.startswith("https://"))
         raise errors.InvalidParameterValueException(
             f"Source image {ref.uri} is not valid. Provide a valid source image. (Kindling reads images from the "
-            "registries and layouts named by --image-registries.)")
+            "registries and layouts named by --image-source.)")

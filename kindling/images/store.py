@@ -25,6 +25,8 @@ from kindling.images.sources import ImageRef, Source, Sources, parse
 log = logging.getLogger("kindling.images")
 
 INSPECT_TIMEOUT = 30.0
+INSPECTS_AT_ONCE = 4  # skopeo processes resolving tags; more requests wait (a flood of creates costs no more)
+PULLS_AT_ONCE = 2  # pull-and-unpack workers; more digests wait their turn
 MAX_MANIFEST = 4 << 20
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 ARCH = {"x86_64": "amd64", "arm64": "arm64"}
@@ -62,6 +64,8 @@ class ImageStore:
         self.pull_timeout = pull_timeout
         self.pulls: dict[str, asyncio.Task[None]] = {}
         self.failures: dict[str, PullFailed] = {}  # the last pull of a digest failed (tried again on the next use)
+        self._inspecting = asyncio.Semaphore(INSPECTS_AT_ONCE)
+        self._pulling = asyncio.Semaphore(PULLS_AT_ONCE)
 
     def root(self, hex_digest: str) -> Path:
         return self.roots / hex_digest
@@ -98,15 +102,19 @@ class ImageStore:
         if not source.tls_verify:
             argv.append("--tls-verify=false")
         argv.append(source.reference)
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), INSPECT_TIMEOUT)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise errors.InvalidParameterValueException(
-                f"Source image {ref.uri} does not exist. Provide a valid source image.") from None
+        async with self._inspecting:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), INSPECT_TIMEOUT)
+            except BaseException as exc:
+                proc.kill()
+                await proc.wait()
+                if isinstance(exc, TimeoutError):
+                    raise errors.InvalidParameterValueException(
+                        f"Source image {ref.uri} does not exist. Provide a valid source image.") from None
+                raise
         text = err.decode(errors="replace")
         if proc.returncode != 0:
             if any(s in text.lower() for s in ("unauthorized", "denied", "403")):
@@ -136,6 +144,10 @@ class ImageStore:
         return task
 
     async def _pull(self, hex_digest: str, source: Source, architecture: str) -> None:
+        async with self._pulling:
+            await self._pull_now(hex_digest, source, architecture)
+
+    async def _pull_now(self, hex_digest: str, source: Source, architecture: str) -> None:
         if self.ready(hex_digest):
             return
         request = {"source": source.reference, "tls_verify": source.tls_verify, "dest": str(self.root(hex_digest)),

@@ -19,6 +19,7 @@ import gzip
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import IO
 
@@ -26,6 +27,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_ENTRIES = 1_000_000
 MAX_LINK_HOPS = 40
+MAX_DEPTH = 128  # directories deep (bounds the descriptors held and the recursion of removals)
 CHUNK = 1 << 20
 MOUNT_DIRS = ("dev", "proc", "tmp", "etc")  # where Kindling mounts its own: real directories
 ETC_FILES = ("etc/resolv.conf", "etc/hosts")  # bound over by Kindling: regular files
@@ -139,6 +141,8 @@ class Root:
                     continue
                 if not stat.S_ISDIR(st.st_mode):
                     raise InvalidImage("a layer puts a file under something that is not a directory")
+                if len(stack) > MAX_DEPTH:
+                    raise InvalidImage(f"a layer has directories more than {MAX_DEPTH} deep")
                 stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here))
             return stack.pop()
         finally:
@@ -190,29 +194,39 @@ def apply_layer(root: Root, stream: IO[bytes], budget: Budget) -> dict[str, int]
         tar = tarfile.open(fileobj=stream, mode="r|")  # a stream: members in order, data read once
     except tarfile.TarError as exc:
         raise InvalidImage(f"a layer is not a valid tar archive ({exc})") from None
-    with tar:
-        for m in _members(tar):
-            budget.entry()
-            parts = _parts(m.name)
-            if not parts:
-                continue  # the root itself: its mode stays 0755
-            *parent, name = parts
-            if m.ischr() or m.isblk() or m.isfifo():
-                skipped["devices"] += 1
-                continue
-            dir_fd = root.directory(parent, create=True)
-            try:
-                if name == OPAQUE:
-                    _clear(dir_fd)
-                elif name.startswith(WHITEOUT):
-                    _remove(dir_fd, name[len(WHITEOUT):])
-                else:
-                    if m.mode & (stat.S_ISUID | stat.S_ISGID):
-                        skipped["setuid"] += 1
-                    _entry(root, tar, m, dir_fd, name, budget)
-            finally:
-                os.close(dir_fd)
+    try:
+        with tar:
+            _apply(root, tar, budget, skipped)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidImage(f"a layer is truncated or corrupt ({type(exc).__name__})") from None
     return skipped
+
+
+def _apply(root: Root, tar: tarfile.TarFile, budget: Budget, skipped: dict[str, int]) -> None:
+    for m in _members(tar):
+        budget.entry()
+        parts = _parts(m.name)
+        if not parts:
+            continue  # the root itself: its mode stays 0755
+        *parent, name = parts
+        if m.ischr() or m.isblk() or m.isfifo():
+            skipped["devices"] += 1
+            continue
+        dir_fd = root.directory(parent, create=True)
+        try:
+            if name == OPAQUE:
+                _clear(dir_fd)
+            elif name.startswith(WHITEOUT):
+                target = name[len(WHITEOUT):]
+                if target in ("", ".", ".."):  # ".wh.." would empty the parent: above the root, for the root
+                    raise InvalidImage(f"a layer has an invalid whiteout: {m.name[:200]!r}")
+                _remove(dir_fd, target)
+            else:
+                if m.mode & (stat.S_ISUID | stat.S_ISGID):
+                    skipped["setuid"] += 1
+                _entry(root, tar, m, dir_fd, name, budget)
+        finally:
+            os.close(dir_fd)
 
 
 def _entry(root: Root, tar: tarfile.TarFile, m: tarfile.TarInfo, dir_fd: int, name: str, budget: Budget) -> None:
