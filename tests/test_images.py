@@ -227,15 +227,41 @@ def test_update_code_to_another_image_and_publish(lam, image_function, layouts):
     settled(lam, out["FunctionName"])
     assert invoke(lam, out["FunctionName"])["image_var"] == "from-image"
     # When its code is updated to another tag
-    up = lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/hello:v2", Publish=True)
-    # Then the answer is AWS's: the new digest, (for the published version) Pending
-    assert up["CodeSha256"] == digest_of(layouts / "hello", "v2") and up["Version"] == "1"
+    up = lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/hello:v2")
+    # Then the answer is AWS's: the new digest, InProgress; a second update meanwhile is a conflict
+    assert up["CodeSha256"] == digest_of(layouts / "hello", "v2") and up["LastUpdateStatus"] == "InProgress"
     config = settled(lam, out["FunctionName"])
     assert config["LastUpdateStatus"] == "Successful" and config["CodeSha256"] == up["CodeSha256"]
     assert invoke(lam, out["FunctionName"])["image_var"] == "v2"
-    assert lam.invoke(FunctionName=out["FunctionName"], Qualifier="1")["StatusCode"] == 200
+    got = lam.get_function(FunctionName=out["FunctionName"])
+    assert got["Code"]["ImageUri"] == f"{ECR}/hello:v2"
+    # And with Publish the version published is that image
+    up = lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/hello:latest", Publish=True)
+    assert up["Version"] == "1" and up["CodeSha256"] == digest_of(layouts / "hello")
+    assert json.loads(lam.invoke(FunctionName=out["FunctionName"], Qualifier="1")["Payload"].read())["image_var"] \
+        == "from-image"
     got = lam.get_function(FunctionName=out["FunctionName"], Qualifier="1")
-    assert got["Code"]["ImageUri"] == f"{ECR}/hello:v2" and got["Configuration"]["PackageType"] == "Image"
+    assert got["Code"]["ImageUri"] == f"{ECR}/hello:latest" and got["Configuration"]["PackageType"] == "Image"
+
+
+def test_a_failed_update_keeps_the_image_that_ran(lam, image_function, layouts):
+    out = image_function(f"{ECR}/hello:latest")
+    settled(lam, out["FunctionName"])
+    # When the code is updated to an image that does not unpack
+    up = lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/notar:latest")
+    assert up["LastUpdateStatus"] == "InProgress"
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/hello:v2")
+    config = settled(lam, out["FunctionName"])
+    # Then the update is Failed with AWS's reason code, the function stays Active on the image it had
+    assert config["LastUpdateStatus"] == "Failed" and config["LastUpdateStatusReasonCode"] == "InvalidImage"
+    assert config["State"] == "Active" and config["CodeSha256"] == out["CodeSha256"]
+    assert invoke(lam, out["FunctionName"])["image_var"] == "from-image"
+    assert lam.get_function(FunctionName=out["FunctionName"])["Code"]["ImageUri"] == f"{ECR}/hello:latest"
+    # And with Publish, an image that does not unpack is refused in the request
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
+        lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/notar:latest", Publish=True)
+    assert "not a valid tar archive" in err.value.response["Error"]["Message"]
 
 
 def test_requests_that_mix_zip_and_image_answer_aws_errors(lam, image_function, hostile_server):

@@ -107,24 +107,48 @@ async def create(svc: FunctionService, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_code(svc: FunctionService, p: dict[str, Any], rec: FunctionRecord) -> dict[str, Any]:
+    """UpdateFunctionCode of an image function. It answers InProgress with the new CodeSha256 while invokes go on
+    running the current image; a failed pull leaves that image in place (LastUpdateStatus Failed), as on AWS.
+    With Publish the pull happens in the request: the version published is always an image that unpacked."""
     if p.get("ZipFile") or p.get("S3Bucket") or not p.get("ImageUri"):
         raise errors.InvalidParameterValueException(
             "Please provide ImageUri when updating a function with packageType Image.")
+    if rec.config.get("LastUpdateStatus") == "InProgress" or rec.config.get("State") == "Pending":
+        raise errors.ResourceConflictException(
+            "The operation cannot be performed at this time. An update is in progress for resource: "
+            f"{svc.arn(rec.name)}")
     uri = p["ImageUri"]
-    hex_digest, source = await svc.images.resolve(uri, _architecture(p, rec.config))
+    architecture = _architecture(p, rec.config)
+    hex_digest, source = await svc.images.resolve(uri, architecture)
     key = code_key(hex_digest, uri)
+    pull = svc.images.pull(hex_digest, source, architecture)
+    if p.get("Publish"):
+        try:
+            await asyncio.shield(pull)
+        except PullFailed as exc:
+            svc.images.release(hex_digest)
+            raise errors.InvalidParameterValueException(_reason(exc, uri)) from None
 
     def change(current: FunctionRecord) -> tuple[dict[str, Any], str]:
         config = {k: v for k, v in current.config.items() if k not in _STATE_KEYS}
-        config.update(CodeSha256=hex_digest, CodeSize=0, LastModified=cfg.lambda_timestamp(),
-                      LastUpdateStatus="InProgress", LastUpdateStatusReason="The function is being created.",
-                      LastUpdateStatusReasonCode="Creating")
+        config.update(CodeSha256=hex_digest, CodeSize=0, LastModified=cfg.lambda_timestamp())
         if p.get("Architectures"):
             config["Architectures"] = p["Architectures"]
-        return config, key
-    out = svc._update(p, change)
-    _settle_later(svc, rec.name, key, svc.images.pull(hex_digest, source, _architecture(p, rec.config)),
-                  creating=False)
+        if p.get("Publish"):
+            config["LastUpdateStatus"] = "Successful"
+            return config, key
+        config.update(LastUpdateStatus="InProgress", LastUpdateStatusReason="The function is being created.",
+                      LastUpdateStatusReasonCode="Creating")
+        return config, current.code_key  # the current image runs until the new one is unpacked
+    try:
+        out = svc._update(p, change)
+    except BaseException:
+        svc.images.release(hex_digest)
+        raise
+    if p.get("Publish"):
+        svc.images.release(hex_digest)
+    else:
+        _settle_later(svc, rec.name, key, pull, creating=False)
     return out
 
 
@@ -157,34 +181,52 @@ def _settle_later(svc: FunctionService, name: str, key: str, pull: asyncio.Task[
         except Exception as exc:  # a worker that could not run: the function says so, the server goes on
             log.exception("pulling the image of %s failed", name)
             failure = PullFailed("InvalidImage", str(exc))
-        settle_state(svc, name, key, failure, creating)
+        try:
+            settle_state(svc, name, key, failure, creating)
+        finally:
+            svc.images.release(split_key(key)[0])
     task = asyncio.get_running_loop().create_task(settle())
     svc.image_settlers.add(task)
     task.add_done_callback(svc.image_settlers.discard)
 
 
+def _reason(failure: PullFailed, uri: str) -> str:
+    reason = REASONS.get(failure.code, "{uri}").format(uri=uri)
+    return f"{reason} ({failure.reason})" if failure.reason else reason
+
+
 def settle_state(svc: FunctionService, name: str, key: str, failure: PullFailed | None, creating: bool) -> None:
-    """$LATEST (if it still runs this image) after its pull: Active / Successful, or Failed with the reason."""
+    """$LATEST after the pull of ``key``: Active / Successful (an update's image now in place), or Failed with the
+    reason (a failed update keeps the image it had, and its CodeSha256)."""
+    hex_digest, uri = split_key(key)
     for _ in range(10):  # an update meanwhile moves the RevisionId: read again
         rec = svc.store.get(name)
-        if rec is None or rec.code_key != key:
+        if rec is None:
+            return
+        if creating and rec.code_key != key:
+            return
+        if not creating and (rec.config.get("LastUpdateStatus") != "InProgress"
+                             or rec.config.get("CodeSha256") != hex_digest):
             return
         config = {k: v for k, v in rec.config.items() if k not in _STATE_KEYS}
+        new_key = key
         if failure is None:
             config.update(State="Active", LastUpdateStatus="Successful")
         else:
-            reason = REASONS.get(failure.code, "{uri}").format(uri=split_key(key)[1])
-            if failure.reason:
-                reason = f"{reason} ({failure.reason})"
+            reason = _reason(failure, uri)
             if creating:
                 config.update(State="Failed", StateReason=reason, StateReasonCode=failure.code)
+            else:
+                new_key = rec.code_key
+                config["CodeSha256"] = split_key(rec.code_key)[0]
             config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason,
                           LastUpdateStatusReasonCode=failure.code)
         try:
-            svc.store.update(rec, config, key)
+            svc.store.update(rec, config, new_key)
         except Conflict:
             continue
         svc._changed(name, LATEST)
+        svc.collect_garbage()
         return
 
 
@@ -201,7 +243,10 @@ async def ready(svc: FunctionService, rec: FunctionRecord) -> str:
         return hex_digest
     try:
         source = svc.images.source(uri, hex_digest)
-        await asyncio.shield(svc.images.pull(hex_digest, source, _architecture({}, rec.config)))
+        try:
+            await asyncio.shield(svc.images.pull(hex_digest, source, _architecture({}, rec.config)))
+        finally:
+            svc.images.release(hex_digest)  # rec refers to it
     except (PullFailed, errors.LambdaError) as exc:
         raise errors.ResourceConflictException(
             "The operation cannot be performed at this time. The function's image could not be used: "
@@ -210,25 +255,30 @@ async def ready(svc: FunctionService, rec: FunctionRecord) -> str:
 
 
 def resume(svc: FunctionService) -> None:
-    """At start: finish the pulls a stopped server left Pending or InProgress (their state settles as usual)."""
+    """At start: finish the pulls a stopped server left Pending (its state settles as usual). An update left
+    InProgress is Failed (its new image's URI was not kept): the function keeps its image."""
     records, _ = svc.store.list_functions(None, 1 << 30, False)
     for rec in records:
-        if not is_image(rec) or (rec.config.get("State") != "Pending"
-                                 and rec.config.get("LastUpdateStatus") != "InProgress"):
+        if not is_image(rec):
             continue
-        svc.image_settlers.add(asyncio.get_running_loop().create_task(_resume(svc, rec)))
+        if rec.config.get("State") == "Pending":
+            svc.image_settlers.add(asyncio.get_running_loop().create_task(_resume(svc, rec)))
+        elif rec.config.get("LastUpdateStatus") == "InProgress":
+            hex_digest = rec.config.get("CodeSha256", "")
+            settle_state(svc, rec.name, code_key(hex_digest, split_key(rec.code_key)[1]),
+                         PullFailed("InvalidImage", "the update was cut off by a restart of Kindling: update the "
+                                                    "function's code again"), creating=False)
 
 
 async def _resume(svc: FunctionService, rec: FunctionRecord) -> None:
     hex_digest, uri = split_key(rec.code_key)
-    creating = rec.config.get("State") == "Pending"
     try:
         source = svc.images.source(uri, hex_digest)
     except errors.LambdaError as exc:  # the operator no longer maps its registry
-        settle_state(svc, rec.name, rec.code_key, PullFailed("ImageDeleted", exc.message), creating)
+        settle_state(svc, rec.name, rec.code_key, PullFailed("ImageDeleted", exc.message), True)
         return
     _settle_later(svc, rec.name, rec.code_key, svc.images.pull(hex_digest, source, _architecture({}, rec.config)),
-                  creating)
+                  True)
 
 
 async def stop(svc: FunctionService) -> None:

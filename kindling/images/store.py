@@ -64,6 +64,7 @@ class ImageStore:
         self.pull_timeout = pull_timeout
         self.pulls: dict[str, asyncio.Task[None]] = {}
         self.failures: dict[str, PullFailed] = {}  # the last pull of a digest failed (tried again on the next use)
+        self.held: set[str] = set()  # pulled for a version that does not refer to it yet: not garbage
         self._inspecting = asyncio.Semaphore(INSPECTS_AT_ONCE)
         self._pulling = asyncio.Semaphore(PULLS_AT_ONCE)
 
@@ -136,6 +137,7 @@ class ImageStore:
     # -- pulling: digest -> unpacked root ---------------------------------------------------------------
     def pull(self, hex_digest: str, source: Source, architecture: str) -> asyncio.Task[None]:
         """The pull of ``hex_digest`` (one at a time per digest; done at once when it is already here)."""
+        self.held.add(hex_digest)  # until the caller's version refers to it (release)
         task = self.pulls.get(hex_digest)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._pull(hex_digest, source, architecture))
@@ -175,13 +177,16 @@ class ImageStore:
             raise failure
         self.failures.pop(hex_digest, None)
 
+    def release(self, hex_digest: str) -> None:
+        self.held.discard(hex_digest)
+
     # -- garbage ----------------------------------------------------------------------------------------
     def collect(self, in_use: set[str]) -> None:
         """Remove unpacked images no version uses (and leftovers of pulls that were cut off)."""
         gone = []
         for entry in os.listdir(self.roots):
             digest = entry.split(".", 1)[0]
-            if (digest in in_use and ".gone" not in entry) or digest in self.pulls:
+            if (digest in in_use or digest in self.held) and ".gone" not in entry or digest in self.pulls:
                 continue
             path = self.roots / entry
             if ".gone" not in entry:  # out of the way at once (a later pull of it starts afresh), removed later
