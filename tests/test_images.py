@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from kindling.images.unpack import Budget, InvalidImage, Root, apply_layer, finish
 from tests.adversarial import Bystander
 from tests.conftest import ROLE, Server, free_port, make_zip, unique
 from tests.oci_images import busybox_image, busybox_layer, info, layer, write_layout
@@ -410,3 +411,50 @@ def test_a_pull_cut_off_by_a_restart_is_finished_after_it(layouts):
             assert invoke(lam, name)["handler"] == "handler.main"
         finally:
             srv.stop()
+
+
+def _unpack(tmp: Path, *layers: bytes) -> Path:
+    root = tmp / "rootfs"
+    root.mkdir()
+    r, budget = Root(str(root)), Budget(MAX_MB << 20)
+    try:
+        for data in layers:
+            apply_layer(r, io.BytesIO(gzip.decompress(data)), budget)
+        finish(r)
+    finally:
+        r.close()
+    return root
+
+
+def test_unpacking_resolves_every_path_inside_the_root(tmp_path):
+    lower = layer({"etc/": info("etc", tarfile.DIRTYPE, 0o755), "etc/keep": b"k", "etc/drop": b"d",
+                   "data/": info("data", tarfile.DIRTYPE, 0o755), "data/old": b"o",
+                   "abs": info("abs", tarfile.SYMTYPE, linkname="/etc"),
+                   "rootlink": info("rootlink", tarfile.SYMTYPE, linkname="/"),
+                   "file": b"was a file", "dir/": info("dir", tarfile.DIRTYPE, 0o755)})
+    upper = layer({"abs/passwd": b"through an absolute link",  # -> <root>/etc/passwd, never the host's
+                   "etc/.wh.drop": b"", "data/.wh..wh..opq": b"", "data/new": b"n",
+                   ".wh.rootlink": b"",  # removes the link, not what it points to
+                   "file/": info("file", tarfile.DIRTYPE, 0o755), "dir": b"was a directory"})
+    root = _unpack(tmp_path, lower, upper)
+    assert (root / "etc" / "passwd").read_bytes() == b"through an absolute link"
+    assert Path("/etc/passwd").read_bytes() != b"through an absolute link"
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["hosts", "keep", "passwd", "resolv.conf"]
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["new"]
+    assert not (root / "rootlink").exists() and (root / "etc" / "keep").exists()
+    assert (root / "file").is_dir() and (root / "dir").read_bytes() == b"was a directory"
+
+
+@pytest.mark.parametrize(("entries", "reason"), [
+    ({"a": info("a", tarfile.SYMTYPE, linkname="b"), "b": info("b", tarfile.SYMTYPE, linkname="a"),
+      "a/x": b"loop"}, "too many levels of symbolic links"),
+    ({"f": b"file", "l": info("l", tarfile.SYMTYPE, linkname="f"), "h": info("h", tarfile.LNKTYPE, linkname="l")},
+     "not a regular file"),
+    ({"d/": info("d", tarfile.DIRTYPE, 0o755), "h": info("h", tarfile.LNKTYPE, linkname="d")}, "not a regular file"),
+    ({"f": b"file", "l": info("l", tarfile.SYMTYPE, linkname="f"), "l/x": b"under a file"}, "not a directory"),
+    ({".wh..wh..opq/../x": b""}, "leaves the image"),
+])
+def test_unpacking_refuses_what_cannot_be_contained(tmp_path, entries, reason):
+    with pytest.raises(InvalidImage, match=reason):
+        _unpack(tmp_path, layer(entries))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rootfs"]  # nothing beside the root

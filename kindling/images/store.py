@@ -64,6 +64,7 @@ class ImageStore:
         self.pull_timeout = pull_timeout
         self.pulls: dict[str, asyncio.Task[None]] = {}
         self.failures: dict[str, PullFailed] = {}  # the last pull of a digest failed (tried again on the next use)
+        self._removing: set[Path] = set()
         self.held: set[str] = set()  # pulled for a version that does not refer to it yet: not garbage
         self._inspecting = asyncio.Semaphore(INSPECTS_AT_ONCE)
         self._pulling = asyncio.Semaphore(PULLS_AT_ONCE)
@@ -186,19 +187,27 @@ class ImageStore:
         gone = []
         for entry in os.listdir(self.roots):
             digest = entry.split(".", 1)[0]
-            if (digest in in_use or digest in self.held) and ".gone" not in entry or digest in self.pulls:
-                continue
+            if digest in self.pulls or (entry == digest and (digest in in_use or digest in self.held)):
+                continue  # (a pull's temporary folder with no pull of ours in flight is a cut-off one's)
             path = self.roots / entry
-            if ".gone" not in entry:  # out of the way at once (a later pull of it starts afresh), removed later
+            if path in self._removing:
+                continue
+            if ".gone-" not in entry:  # out of the way at once (a later pull of it starts afresh), removed later
                 path = path.with_name(f"{digest}.gone-{os.urandom(4).hex()}")
-                os.rename(self.roots / entry, path)
+                try:
+                    os.rename(self.roots / entry, path)
+                except FileNotFoundError:
+                    continue
             gone.append(path)
         if not gone:
             return
+        self._removing.update(gone)
         try:
-            asyncio.get_running_loop().run_in_executor(None, _remove, gone)
+            done = asyncio.get_running_loop().run_in_executor(None, _remove, gone)
+            done.add_done_callback(lambda _: self._removing.difference_update(gone))
         except RuntimeError:  # no event loop: a direct caller
             _remove(gone)
+            self._removing.difference_update(gone)
 
 
 def _remove(paths: list[Path]) -> None:
