@@ -42,10 +42,9 @@ def make_private(data: Path) -> list[tuple[str, int, int]]:
     top = str(data)
     tighten(top, 0o700)
     code = os.path.join(top, "code")
-    image_roots = os.path.join(top, "images", "roots")
     for folder, dirs, files in os.walk(top):
-        if folder in (code, image_roots):
-            dirs.clear()  # extracted trees (and unpacked images) keep their modes: the 0700 folder above guards them
+        if folder == code:
+            dirs.clear()  # extracted trees keep their read-only modes: code/ itself is what guards them
         for name in list(dirs):
             path = os.path.join(folder, name)
             if os.path.ismount(path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "wget", "sed", "tr", "grep", "cat", "id", "touch", "stat")
+APPLETS = ("sh", "wget", "sed", "tr", "grep", "cat", "id", "touch", "stat", "awk")
 
 # Answers each event with its handler, argv, cwd, uid, some variables and what it can see and write.
 BOOTSTRAP = r"""#!/bin/sh
@@ -36,7 +36,8 @@ while true; do
   O=no; [ -e /app/old.txt ] && O=yes
   S=no; [ -u /app/suid ] && S=yes
   BODY="$BODY\"root_writable\":\"$W\",\"tmp_writable\":\"$T\",\"old\":\"$O\",\"setuid\":\"$S\","
-  BODY="$BODY\"tmp_mode\":\"$(stat -c %a /tmp)\",\"resolv\":\"$(stat -c %F /etc/resolv.conf)\"}"
+  BODY="$BODY\"tmp_mode\":\"$(stat -c %a /tmp)\",\"resolv\":\"$(stat -c %F /etc/resolv.conf)\","
+  BODY="$BODY\"root_mount\":\"$(awk '$5 == "/" {print $4}' /proc/self/mountinfo)\"}"
   wget -q -O /dev/null --post-data "$BODY" "$API/invocation/$ID/response"
 done
 """

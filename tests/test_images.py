@@ -87,6 +87,7 @@ def layouts() -> Iterator[Path]:
             busybox_image(root / name, extra_layers=extra)
         write_layout(root / "badconfig", "latest", [busybox_layer()], b"{this is not json")
         write_layout(root / "badentry", "latest", [busybox_layer()], {"Entrypoint": "/bin/sh -c oops"})
+        write_layout(root / "hugeenv", "latest", [busybox_layer()], {"Env": [f"V{i}={'x' * 1000}" for i in range(40)]})
         missing = root / "missing"
         busybox_image(missing)
         manifest = json.loads((missing / "index.json").read_text())["manifests"][0]["digest"][7:]
@@ -201,6 +202,8 @@ def test_an_image_function_runs_with_the_images_entrypoint_cmd_env_and_workdir(l
     # ... the image's root is read-only, /tmp the environment's own, a whiteout removed the lower layer's file
     assert seen["root_writable"] == "no" and seen["tmp_writable"] == "yes" and seen["old"] == "no"
     assert seen["tmp_mode"] == "700" and seen["resolv"] == "regular file"
+    # ... and mountinfo shows the image's root on the code store's filesystem, not a host path of the data dir
+    assert seen["root_mount"] == f"/.images/{digest}/rootfs"
 
 
 def test_image_config_overrides_the_images_settings(lam, image_function):
@@ -278,6 +281,7 @@ def test_requests_that_mix_zip_and_image_answer_aws_errors(lam, image_function, 
         ({**base, "Code": {"ImageUri": "registry.example.com/hello:latest"}},
          "Source image registry.example.com/hello:latest is not valid."),
         ({**base, "Code": {"ImageUri": f"{ECR}/Bad..Name:latest"}}, "is not valid. Provide a valid source image."),
+        ({**base, "ImageConfig": {"Command": ["x" * 1000] * 1500}}, "ImageConfig is larger than"),  # 1.5 MB
         ({**base, "PackageType": "Zip", "Runtime": "python3.12", "Handler": "app.handler",
           "Code": {"ZipFile": make_zip({"app.py": "x = 1\n"})}, "ImageConfig": {"Command": ["x"]}},
          "ImageConfig is not supported for functions with PackageType Zip."),
@@ -322,7 +326,7 @@ def test_images_come_from_a_registry_pushed_to_with_skopeo(lam, image_function, 
 
 
 def test_an_image_is_unpacked_once_and_removed_with_its_last_function(lam, image_function, hostile_server, layouts):
-    roots = hostile_server.data_dir / "images" / "roots"
+    roots = hostile_server.code_dir / ".images"
     digest = digest_of(layouts / "gc")
     first, second = image_function(f"{ECR}/gc:latest"), image_function(f"{ECR}/gc:latest")
     settled(lam, first["FunctionName"]), settled(lam, second["FunctionName"])
@@ -338,7 +342,7 @@ def test_an_image_is_unpacked_once_and_removed_with_its_last_function(lam, image
 
 
 def test_concurrent_creates_of_one_image_pull_it_once(lam, image_function, hostile_server, layouts):
-    roots = hostile_server.data_dir / "images" / "roots"
+    roots = hostile_server.code_dir / ".images"
     digest = digest_of(layouts / "many")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         made = list(pool.map(lambda _: image_function(f"{ECR}/many:latest")["FunctionName"], range(12)))
@@ -350,11 +354,11 @@ def test_concurrent_creates_of_one_image_pull_it_once(lam, image_function, hosti
 def test_a_hostile_image_stays_inside_its_root(lam, image_function, hostile_server):
     out = image_function(f"{ECR}/contained:latest")
     assert settled(lam, out["FunctionName"])["State"] == "Active"
-    rootfs = hostile_server.data_dir / "images" / "roots" / out["CodeSha256"] / "rootfs"
+    rootfs = hostile_server.code_dir / ".images" / out["CodeSha256"] / "rootfs"
     # Absolute paths and paths through links to / or upwards landed inside the root
     assert (rootfs / "abs.txt").is_file()
     assert (rootfs / f"{SENTINEL}-abs").is_file() and (rootfs / f"{SENTINEL}-up").is_file()
-    for host in (Path("/"), Path("/tmp"), hostile_server.data_dir, hostile_server.data_dir / "images"):
+    for host in (Path("/"), Path("/tmp"), hostile_server.data_dir, hostile_server.code_dir):
         assert not list(host.glob(f"{SENTINEL}*")), host
     # No setuid bit, no device node; mount points are real directories and files again
     assert not (rootfs / "app" / "suid").stat().st_mode & 0o6000
@@ -368,7 +372,7 @@ def test_a_hostile_image_stays_inside_its_root(lam, image_function, hostile_serv
 def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, image_function, hostile_server,
                                                                           bystander: Bystander):
     names = ["dotdot", "whiteout", "whiteout-parent", "deep", "hardlink", "bomb", "notar", "badconfig", "badentry",
-             "missing"]
+             "hugeenv", "missing"]
     made = {name: image_function(f"{ECR}/{name}:latest")["FunctionName"] for name in names}
     for image, fn in made.items():
         config = settled(lam, fn)
@@ -385,13 +389,14 @@ def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, i
                           "hardlink": "a hard link names a file that is not in the image",
                           "bomb": f"larger than {MAX_MB} MB", "notar": "not a valid tar archive",
                           "badconfig": "not valid JSON", "badentry": "Entrypoint is not a list of strings",
+                          "hugeenv": "larger than 16384 bytes",
                           "missing": "a blob that is missing"}.items():
         assert reason in reasons[image], (image, reasons[image])
         assert "/tmp/" not in reasons[image]  # no host paths
     # And nothing was written outside the images dir, nor left behind inside it
     for host in (Path("/"), Path("/tmp"), hostile_server.data_dir.parent):
         assert not list(host.glob(f"{SENTINEL}*")), host
-    roots = hostile_server.data_dir / "images" / "roots"
+    roots = hostile_server.code_dir / ".images"
     failed = {lam.get_function_configuration(FunctionName=fn)["CodeSha256"] for fn in made.values()}
     assert not [p for p in roots.iterdir() if p.name.split(".")[0] in failed]
     bystander.check()

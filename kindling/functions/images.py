@@ -11,6 +11,7 @@ they touch only image functions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kindling.images")
 
 NOT_WITH_IMAGE = ("Runtime", "Handler", "Layers")
+MAX_IMAGE_CONFIG = 16384  # bytes of ImageConfig as JSON (they travel in the spawner's 64 KB messages)
 CREATING = {"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode": "Creating"}
 REASONS = {"ImageAccessDenied": "Lambda does not have permission to access the ECR image. Check the ECR permissions.",
            "ImageDeleted": "The source image {uri} could not be found.",
@@ -49,6 +51,14 @@ def check_create(p: dict[str, Any]) -> None:
     if not code.get("ImageUri"):
         raise errors.InvalidParameterValueException(
             "Please provide ImageUri when the intended function PackageType is Image.")
+    check_image_config(p.get("ImageConfig"))
+
+
+def check_image_config(image_config: dict[str, Any] | None) -> None:
+    if len(json.dumps(image_config or {})) > MAX_IMAGE_CONFIG:
+        raise errors.InvalidParameterValueException(
+            f"ImageConfig is larger than Kindling's limit of {MAX_IMAGE_CONFIG} bytes (EntryPoint, Command and "
+            "WorkingDirectory together).")
 
 
 def check_zip(p: dict[str, Any], updating: bool = False) -> None:
@@ -157,6 +167,7 @@ def check_update_configuration(rec: FunctionRecord, p: dict[str, Any]) -> None:
         if any(k in p for k in NOT_WITH_IMAGE):
             raise errors.InvalidParameterValueException(
                 "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.")
+        check_image_config(p.get("ImageConfig"))
     elif "ImageConfig" in p:
         check_zip({"ImageConfig": p["ImageConfig"]})
 

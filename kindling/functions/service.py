@@ -48,7 +48,7 @@ class FunctionService:
         # code is on disk before any version refers to it: garbage collection waits until none is.
         self.code_worker = CodeWorker(code)
         # Container images (PackageType Image): resolved, pulled and unpacked per digest (kindling.functions.images)
-        self.images = ImageStore(settings.data_path, settings.image_sources, settings.image_max_mb,
+        self.images = ImageStore(code.root / ".images", settings.image_sources, settings.image_max_mb,
                                  settings.image_pull_timeout)
         self.image_settlers: set[Any] = set()  # background tasks that end a pull with the function's state
         self._uploading = 0

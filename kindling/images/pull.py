@@ -29,6 +29,7 @@ from kindling.images.unpack import Budget, InvalidImage, Root, apply_layer, fini
 DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 MAX_JSON = 4 << 20
 MAX_LAYERS = 256
+MAX_SETTINGS = 16384  # Entrypoint + Cmd + Env, as JSON: they travel in the spawner's messages (64 KB each)
 WORKER_MEMORY = 1 << 30
 LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
                "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar")
@@ -90,8 +91,11 @@ def image_config(doc: Any) -> dict[str, Any]:
     workdir = c.get("WorkingDir") or ""
     if not isinstance(workdir, str) or len(workdir) > 1000:
         raise InvalidImage("the image configuration's WorkingDir is malformed")
-    return {"Entrypoint": _strings(c.get("Entrypoint"), "Entrypoint") or [], "Cmd": _strings(c.get("Cmd"), "Cmd") or [],
-            "Env": env, "WorkingDir": workdir}
+    settings = {"Entrypoint": _strings(c.get("Entrypoint"), "Entrypoint") or [],
+                "Cmd": _strings(c.get("Cmd"), "Cmd") or [], "Env": env, "WorkingDir": workdir}
+    if len(json.dumps(settings)) > MAX_SETTINGS:
+        raise InvalidImage(f"the image configuration's Entrypoint, Cmd and Env are larger than {MAX_SETTINGS} bytes")
+    return settings
 
 
 def _copy(req: dict[str, Any], layout: str) -> None:

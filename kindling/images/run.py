@@ -18,7 +18,7 @@ NOT_FOR_IMAGES = ("AWS_EXECUTION_ENV", "PYTHONPATH")  # a managed runtime's; an 
 
 @dataclasses.dataclass(frozen=True)
 class ImageRun:
-    root: str  # the unpacked rootfs on the host (under the data dir's images/roots)
+    root: str  # the unpacked rootfs on the host (under the code store's .images)
     argv: tuple[str, ...]
     env: dict[str, str]  # the image's ENV
     cwd: str

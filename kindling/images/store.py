@@ -1,10 +1,11 @@
 """Container images on this host: resolved to a digest, pulled and unpacked once per digest, shared.
 
-``images/roots/<hex>/`` under the data dir holds one image, named by its manifest digest (the function's
-CodeSha256): ``rootfs/`` (its layers unpacked, read-only to environments) and ``config.json`` (Entrypoint,
-Cmd, Env, WorkingDir). Every function and version using that digest runs on the same tree. Resolving a tag
-to a digest is quick and happens in the request (an image that does not exist is refused at once, as on
-AWS); pulling and unpacking runs in a worker process (kindling.images.pull), one per digest at a time.
+``code/.images/<hex>/`` in the data dir (on the code store's own filesystem) holds one image, named by its
+manifest digest (the function's CodeSha256): ``rootfs/`` (its layers unpacked, read-only to environments)
+and ``config.json`` (Entrypoint, Cmd, Env, WorkingDir). Every function and version using that digest runs on
+the same tree. Resolving a tag to a digest is quick and happens in the request (an image that does not
+exist is refused at once, as on AWS); pulling and unpacking runs in a worker process
+(kindling.images.pull), one per digest at a time.
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ class PullFailed(Exception):
 
 
 class ImageStore:
-    def __init__(self, data_dir: Path, registries: str, max_mb: int, pull_timeout: float) -> None:
-        self.roots = data_dir / "images" / "roots"
-        self.roots.mkdir(parents=True, exist_ok=True)
-        self.sources = Sources(registries)
+    def __init__(self, roots: Path, sources: str, max_mb: int, pull_timeout: float) -> None:
+        self.roots = roots  # on the code store's filesystem (kindling.store.code_volume): no host path in mountinfo
+        self.roots.mkdir(mode=0o700, exist_ok=True)
+        self.sources = Sources(sources)
         self.max_bytes = max_mb << 20
         self.pull_timeout = pull_timeout
         self.pulls: dict[str, asyncio.Task[None]] = {}

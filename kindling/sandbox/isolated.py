@@ -61,7 +61,7 @@ class IsolatedBackend:
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
                               "instance": instance, "network": network_mode, "exposed": exposed or {},
                               "nameservers": nameservers() if network_mode == "internet" else [],
-                              "images_dir": str(data_dir.resolve() / "images" / "roots")}).encode())
+                              "images_dir": str(data_dir.resolve() / "code" / ".images")}).encode())
         self.sock = ours
         self.sock.setblocking(False)
         self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}
