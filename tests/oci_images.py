@@ -97,6 +97,21 @@ def write_layout(root: Path, tag: str, layers: list[bytes], config: dict[str, An
     return desc["digest"][7:]
 
 
+def index_layout(root: Path, tag: str, manifests: list[dict[str, Any]]) -> str:
+    """Point ``tag`` of the layout at ``root`` to an image index of ``manifests`` (descriptors with platform);
+    returns the index's hex digest."""
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": manifests}).encode()
+    desc = {"mediaType": "application/vnd.oci.image.index.v1+json", **_blob(root, raw),
+            "annotations": {"org.opencontainers.image.ref.name": tag}}
+    index_path = root / "index.json"
+    index = json.loads(index_path.read_text())
+    index["manifests"] = [m for m in index["manifests"]
+                          if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag] + [desc]
+    index_path.write_text(json.dumps(index))
+    return desc["digest"][7:]
+
+
 def busybox_layer() -> bytes:
     entries: dict[str, bytes | tarfile.TarInfo] = {"bin/": info("bin", tarfile.DIRTYPE, 0o755),
                                                    "bin/busybox": Path(BUSYBOX).read_bytes()}

@@ -28,7 +28,7 @@ import pytest
 from kindling.images.unpack import Budget, InvalidImage, Root, apply_layer, finish
 from tests.adversarial import Bystander
 from tests.conftest import ROLE, Server, free_port, make_zip, unique
-from tests.oci_images import busybox_image, busybox_layer, info, layer, write_layout
+from tests.oci_images import busybox_image, busybox_layer, index_layout, info, layer, write_layout
 
 ECR = "000000000000.dkr.ecr.us-east-1.amazonaws.com"  # mapped to OCI layouts on disk
 PUSHED = "111111111111.dkr.ecr.us-east-1.amazonaws.com"  # mapped to the docker-registry on loopback
@@ -88,6 +88,17 @@ def layouts() -> Iterator[Path]:
         write_layout(root / "badconfig", "latest", [busybox_layer()], b"{this is not json")
         write_layout(root / "badentry", "latest", [busybox_layer()], {"Entrypoint": "/bin/sh -c oops"})
         write_layout(root / "hugeenv", "latest", [busybox_layer()], {"Env": [f"V{i}={'x' * 1000}" for i in range(40)]})
+        amd64 = busybox_image(root / "multi", "amd64-only")
+        manifest_type = "application/vnd.oci.image.manifest.v1+json"
+        index_layout(root / "multi", "latest", [
+            {"mediaType": manifest_type, "digest": "sha256:" + "a" * 64, "size": 100,
+             "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": manifest_type, "digest": f"sha256:{amd64}", "size": 100,
+             "platform": {"os": "linux", "architecture": "amd64"}}])
+        traversal = f"../../../../../../../../../tmp/{SENTINEL}-index".ljust(64, "x")
+        index_layout(root / "multi", "escape", [
+            {"mediaType": manifest_type, "digest": f"sha256:{traversal}", "size": 100,
+             "platform": {"os": "linux", "architecture": "amd64"}}])
         missing = root / "missing"
         busybox_image(missing)
         manifest = json.loads((missing / "index.json").read_text())["manifests"][0]["digest"][7:]
@@ -266,6 +277,17 @@ def test_a_failed_update_keeps_the_image_that_ran(lam, image_function, layouts):
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
         lam.update_function_code(FunctionName=out["FunctionName"], ImageUri=f"{ECR}/notar:latest", Publish=True)
     assert "not a valid tar archive" in err.value.response["Error"]["Message"]
+
+
+def test_a_multi_platform_index_resolves_to_the_functions_platform(lam, image_function, layouts):
+    out = image_function(f"{ECR}/multi:latest")
+    assert out["CodeSha256"] == digest_of(layouts / "multi", "amd64-only")  # the amd64 manifest's digest
+    assert settled(lam, out["FunctionName"])["State"] == "Active"
+    assert invoke(lam, out["FunctionName"])["handler"] == "handler.main"
+    # An index whose digest is not hex (it would name a folder outside the images dir) is refused
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        image_function(f"{ECR}/multi:escape")
+    assert not list(Path("/tmp").glob(f"{SENTINEL}*"))
 
 
 def test_requests_that_mix_zip_and_image_answer_aws_errors(lam, image_function, hostile_server):

@@ -3,9 +3,9 @@
 CreateFunction resolves the ImageUri to its manifest digest in the request (CodeSha256; an image that does
 not exist is refused at once) and answers while the function is Pending; the image is pulled and unpacked in
 the background (kindling.images.store), and the function becomes Active, or Failed with StateReasonCode
-ImageAccessDenied / InvalidImage. UpdateFunctionCode with a new ImageUri answers InProgress and ends
-Successful or Failed (LastUpdateStatusReasonCode) the same way. These transitions are this module's own:
-they touch only image functions.
+ImageAccessDenied / InvalidImage. UpdateFunctionCode with a new ImageUri answers InProgress while the
+current image keeps serving, and ends Successful (the new image in place) or Failed (LastUpdateStatusReasonCode;
+the current image stays). These transitions are this module's own: they touch only image functions.
 """
 
 from __future__ import annotations

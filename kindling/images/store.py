@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kindling import errors
-from kindling.images.sources import ImageRef, Source, Sources, parse
+from kindling.images.sources import DIGEST, ImageRef, Source, Sources, parse
 
 log = logging.getLogger("kindling.images")
 
@@ -223,7 +223,7 @@ def _platform_digest(index: dict[str, Any], arch: str, uri: str) -> str:
         platform = m.get("platform") or {}
         if platform.get("os", "linux") == "linux" and platform.get("architecture") == arch:
             digest = m.get("digest")
-            if isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71:
+            if isinstance(digest, str) and DIGEST.fullmatch(digest):  # it names folders: nothing but hex
                 return digest
     raise errors.InvalidParameterValueException(
         f"The image manifest, config or layer media type for the source image {uri} is not supported.")
