@@ -485,3 +485,19 @@ def test_unpacking_refuses_what_cannot_be_contained(tmp_path, entries, reason):
     with pytest.raises(InvalidImage, match=reason):
         _unpack(tmp_path, layer(entries))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rootfs"]  # nothing beside the root
+
+
+def test_provisioned_concurrency_runs_an_image(lam, image_function):
+    out = image_function(f"{ECR}/hello:latest", Publish=True)
+    settled(lam, out["FunctionName"])
+    lam.put_provisioned_concurrency_config(FunctionName=out["FunctionName"], Qualifier="1",
+                                           ProvisionedConcurrentExecutions=1)
+    deadline = time.monotonic() + 30
+    while (status := lam.get_provisioned_concurrency_config(FunctionName=out["FunctionName"], Qualifier="1"))[
+            "Status"] == "IN_PROGRESS":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert status["Status"] == "READY" and status["AvailableProvisionedConcurrentExecutions"] == 1, status
+    got = lam.invoke(FunctionName=out["FunctionName"], Qualifier="1", Payload=b"{}")
+    assert json.loads(got["Payload"].read())["handler"] == "handler.main"
+    lam.delete_provisioned_concurrency_config(FunctionName=out["FunctionName"], Qualifier="1")

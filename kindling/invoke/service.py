@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from kindling import errors
 from kindling.functions import images
 from kindling.functions.service import FunctionService
-from kindling.images.run import image_run
+from kindling.images.run import ImageRun, image_run
 from kindling.images.store import split_key
 from kindling.invoke import routing
 from kindling.invoke.payload import check_json
@@ -48,19 +48,19 @@ class InvokeService:
         return fv
 
     def _image_version(self, rec: FunctionRecord) -> FunctionVersion:
-        """A container-image version: its root, command and ENV (kindling.images.run); its image is unpacked."""
-        if self.scheduler.backend.name != "isolated":
-            raise errors.InvalidParameterValueException(
-                "Container-image functions need isolated sandboxes: run Kindling as root (--sandbox isolated).")
+        """A container-image version: its root, command and ENV (kindling.images.run). One whose image is not
+        unpacked (yet) gets no command, so an environment of it fails to start (never cached): invokes wait for
+        the image first (images.ready), other callers (provisioned concurrency) see a failed start."""
         key = (rec.name, rec.version, rec.revision_id)
         hex_digest = split_key(rec.code_key)[0]
-        if not self.functions.images.ready(hex_digest):  # invoke awaits it (images.ready); others wait for it
-            raise errors.ResourceConflictException(
-                "The operation cannot be performed at this time. The function's image is not ready yet.")
         root = str(self.functions.images.root(hex_digest) / "rootfs")
+        egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))
+        if not self.functions.images.ready(hex_digest):
+            run = ImageRun(root, ("",), {}, "/", "")
+            return FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, root, run.argv,
+                                   egress, image=run)
         run = image_run(root, self.functions.images.settings(hex_digest),
                         (rec.config.get("ImageConfigResponse") or {}).get("ImageConfig"))
-        egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))
         fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, root, run.argv, egress,
                              image=run)
         self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
@@ -89,6 +89,9 @@ class InvokeService:
         if self.events is not None:  # the call chain, counted for recursive loop detection
             trace_id = self.events.lineage(name, trace_id)
         if images.is_image(rec):  # Pending / Failed answer AWS's conflict; an image gone from disk is pulled again
+            if self.scheduler.backend.name != "isolated":
+                raise errors.InvalidParameterValueException(
+                    "Container-image functions need isolated sandboxes: run Kindling as root (--sandbox isolated).")
             await images.ready(self.functions, rec)
         fv = self._version(rec)
         invoked_arn = self.functions.arn(name, qualifier)
