@@ -81,6 +81,7 @@ def layouts() -> Iterator[Path]:
             "deep": [layer({"d/" * 200 + "f": b"deep"})],
             "hardlink": [layer({"app/shadow": info("app/shadow", tarfile.LNKTYPE, linkname="/etc/shadow")})],
             "bomb": [_bomb_layer()],
+            "bigblob": [gzip.compress(os.urandom((MAX_MB + 2) << 20), compresslevel=1)],  # stopped while copied
             "notar": [gzip.compress(b"this is not a tar archive " * 100)],
         }
         for name, extra in failing.items():
@@ -393,8 +394,8 @@ def test_a_hostile_image_stays_inside_its_root(lam, image_function, hostile_serv
 
 def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, image_function, hostile_server,
                                                                           bystander: Bystander):
-    names = ["dotdot", "whiteout", "whiteout-parent", "deep", "hardlink", "bomb", "notar", "badconfig", "badentry",
-             "hugeenv", "missing"]
+    names = ["dotdot", "whiteout", "whiteout-parent", "deep", "hardlink", "bomb", "bigblob", "notar", "badconfig",
+             "badentry", "hugeenv", "missing"]
     made = {name: image_function(f"{ECR}/{name}:latest")["FunctionName"] for name in names}
     for image, fn in made.items():
         config = settled(lam, fn)
@@ -409,7 +410,8 @@ def test_invalid_images_leave_their_function_failed_and_the_server_unhurt(lam, i
     for image, reason in {"dotdot": "a path that leaves the image", "whiteout": "a path that leaves the image",
                           "whiteout-parent": "an invalid whiteout", "deep": "more than 128 deep",
                           "hardlink": "a hard link names a file that is not in the image",
-                          "bomb": f"larger than {MAX_MB} MB", "notar": "not a valid tar archive",
+                          "bomb": f"larger than {MAX_MB} MB", "bigblob": f"larger than {MAX_MB} MB",
+                          "notar": "not a valid tar archive",
                           "badconfig": "not valid JSON", "badentry": "Entrypoint is not a list of strings",
                           "hugeenv": "larger than 16384 bytes",
                           "missing": "a blob that is missing"}.items():

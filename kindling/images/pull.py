@@ -118,8 +118,8 @@ def _copy(req: dict[str, Any], layout: str) -> None:
         text = why[-1] if why else f"skopeo exited with {done.returncode}"
         if re.search(r"unauthorized|denied|\b40[13]\b", text, re.I):
             raise AccessDenied(text[-300:])
-        if "file size limit" in text.lower() or done.returncode == -25:
-            raise InvalidImage("the image is larger than the limit")
+        if re.search(r"file too large|file size limit", text, re.I) or done.returncode == -25:  # RLIMIT_FSIZE
+            raise InvalidImage(f"the image is larger than {int(req['max_bytes']) >> 20} MB")
         if re.search(r"no such file|blob unknown|manifest unknown|not found", text, re.I):
             raise InvalidImage("the image refers to a blob that is missing")
         message = re.search(r'msg="(.*)"', text)
