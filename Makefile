@@ -19,12 +19,17 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@dpkg -s libseccomp2 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q libseccomp2; } || true
 	@# nftables for the function network plane (its `nft` tool; Debian's package)
 	@command -v nft >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q nftables >/dev/null || { apt-get update -q && apt-get install -y -q nftables; }; } || true
+	@# skopeo reads container images (PackageType Image) from registries and OCI layouts (Debian's package)
+	@command -v skopeo >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q skopeo >/dev/null || { apt-get update -q && apt-get install -y -q skopeo; }; } || true
 	$(BIN)/pip install -q -e .
 	@# the AWS SDK Python runtimes carry (pinned in pyproject.toml; kindling/runtimes/sdk.py)
 	$(BIN)/python -m kindling.runtimes.sdk
 	@touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
+	@# busybox-static (the test images' runtime) and docker-registry (a registry on loopback for the image tests;
+	@# its system service, if the package starts one, is stopped: the tests start their own)
+	@{ dpkg -s busybox-static >/dev/null 2>&1 && command -v docker-registry >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q busybox-static docker-registry >/dev/null || { apt-get update -q && apt-get install -y -q busybox-static docker-registry; }; } && { systemctl disable --now docker-registry >/dev/null 2>&1 || true; }; } || true
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 

@@ -8,6 +8,7 @@ import os
 
 from kindling import credentials, datadir
 from kindling.frontend import presign
+from kindling.functions import images
 from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
 from kindling.functions.provisioned import ProvisionedService
@@ -114,6 +115,7 @@ class Kindling:
         await self.events.start()
 
     async def stop(self) -> None:
+        await images.stop(self.functions)
         await self.events.stop()
         await self.provisioned.stop()
         await self.functions.updates.stop()

@@ -106,6 +106,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vpc_file", "", str,
             "TOML or JSON file defining the VPCs, subnets and security groups (egress rules) that functions' "
             "VpcConfig may name (docs/vpc.md); read at start. Empty: none, so any SubnetIds are unknown."),
+    Setting("image_sources", "", str,
+            "Where container-image functions (PackageType Image) come from: PREFIX=SOURCE, once per flag. An "
+            "ImageUri PREFIX/REPO:TAG is read from SOURCE: http(s)://host:port (an OCI registry, e.g. Debian's "
+            "docker-registry) or oci:/dir (OCI image layouts: /dir/REPO, TAG its reference). PREFIX is a registry "
+            "host such as 123456789012.dkr.ecr.us-east-1.amazonaws.com, or * for any (docs/runtimes-images.md).",
+            repeatable=True),
+    Setting("image_max_mb", 10240, int,
+            "Largest container image Kindling unpacks, in MB uncompressed (Lambda's limit: 10 GB); a larger one "
+            "leaves its function Failed (InvalidImage)."),
+    Setting("image_pull_timeout", 600.0, float, "Seconds a container image's pull and unpack may take."),
     Setting("log_level", "info", str, "Log level of Kindling's own log (debug, info, warning, error)."),
     Setting("iam", "local", str,
             "IAM mode (docs/iam.md): 'local' authorizes role sessions by the policies of roles that exist in "
@@ -154,6 +164,9 @@ class Settings:
     log_group_max_mb: float = 1024.0
     otlp_endpoint: str = ""
     vpc_file: str = ""
+    image_sources: str = ""
+    image_max_mb: int = 10240
+    image_pull_timeout: float = 600.0
     log_level: str = "info"
     iam: str = "local"
     access_key_id: str = ""

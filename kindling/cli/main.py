@@ -209,7 +209,7 @@ def list_functions(endpoint_url: str, data_dir: str | None) -> None:
     try:
         for page in client.get_paginator("list_functions").paginate():
             for fn in page["Functions"]:
-                click.echo(f"{fn['FunctionName']:<40} {fn['Runtime']:<12} {fn['MemorySize']:>6} MB  "
+                click.echo(f"{fn['FunctionName']:<40} {fn.get('Runtime', 'Image'):<12} {fn['MemorySize']:>6} MB  "
                            f"{fn['LastModified']}")
     except Exception as exc:  # noqa: BLE001
         _fail(exc)

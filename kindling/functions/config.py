@@ -147,7 +147,8 @@ def updated_configuration(config: dict[str, Any], params: dict[str, Any], region
         new["LoggingConfig"] = logging_config(config["LoggingConfig"], params["LoggingConfig"])
     if "SnapStart" in params:
         new["SnapStart"] = {"ApplyOn": params["SnapStart"].get("ApplyOn", "None"), "OptimizationStatus": "Off"}
-    new["RuntimeVersionConfig"] = {"RuntimeVersionArn": _runtime_version_arn(new["Runtime"], region)}
+    if "Runtime" in new:  # not for container images
+        new["RuntimeVersionConfig"] = {"RuntimeVersionArn": _runtime_version_arn(new["Runtime"], region)}
     new["LastModified"] = lambda_timestamp()
     return new
 

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kindling import arns, errors
-from kindling.functions import architecture, states
+from kindling.functions import architecture, images, states
 from kindling.functions import config as cfg
 from kindling.functions.updates import UpdateFailed, Updates
+from kindling.images.store import ImageStore, is_image_key
 from kindling.network.vpc import Vpcs
 from kindling.runtimes.registry import Runtimes
 from kindling.settings import Settings
@@ -51,11 +52,15 @@ class FunctionService:
         # Uploads are validated and extracted in a worker process, off the event loop. While one is in flight its
         # code is on disk before any version refers to it: garbage collection waits until none is.
         self.code_worker = CodeWorker(code)
+        # Container images (PackageType Image): resolved, pulled and unpacked per digest (kindling.functions.images)
+        self.images = ImageStore(code.root / ".images", settings.image_sources, settings.image_max_mb,
+                                 settings.image_pull_timeout)
         self._uploading = 0
         self._garbage_waiting = False
         # creations, publications and updates finish in the background (Pending/InProgress → Active/Failed)
         self.updates = Updates(store, self._check_runnable)
         self.updates.listeners.append(self._settled)
+        self.updates.preparers.append(lambda rec: images.prepare(self, rec))
 
     # -- names --------------------------------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -157,7 +162,9 @@ class FunctionService:
             self._garbage_waiting = True  # an upload's code may not be referred to yet
             return
         self._garbage_waiting = False
-        garbage = self.code.keys() - self.store.code_keys_in_use()
+        in_use = self.store.code_keys_in_use()
+        self.images.collect({k.split(":")[1] for k in in_use if is_image_key(k)})
+        garbage = self.code.keys() - in_use
         if not garbage:
             return
         try:
@@ -168,11 +175,15 @@ class FunctionService:
 
     # -- operations ---------------------------------------------------------------------------------
     def create(self, p: dict[str, Any]) -> dict[str, Any]:
+        if p.get("PackageType") == "Image":
+            raise errors.InvalidParameterValueException("Container images are created through the API only.")
         name = self._check_create(p)
         return self._create(name, p, self._store_code(p["Code"]))
 
     async def create_async(self, p: dict[str, Any]) -> dict[str, Any]:
         """CreateFunction with the upload's extraction off the event loop."""
+        if p.get("PackageType") == "Image":
+            return await images.create(self, p)
         name = self._check_create(p)
         self._uploading += 1
         try:
@@ -186,15 +197,16 @@ class FunctionService:
             raise errors.InvalidParameterValueException(NAME_TOO_LONG.format(name=p["FunctionName"]))
         if qualifier:
             raise errors.InvalidParameterValueException("Function name cannot contain a qualifier when creating.")
-        if p.get("PackageType", "Zip") != "Zip":
-            raise errors.InvalidParameterValueException("Kindling runs Zip packages only; PackageType Image is not "
-                                                        "supported yet.")
         runtime = p.get("Runtime")
-        if runtime is None:
-            raise errors.InvalidParameterValueException("Runtime and Handler are mandatory parameters for functions "
-                                                        "created with deployment packages.")
-        cfg.check_runtime(runtime, self.runtimes)
-        cfg.check_handler(runtime, p.get("Handler"))
+        if p.get("PackageType") == "Image":
+            images.check_create(p)
+        else:
+            images.check_zip(p)
+            if runtime is None:
+                raise errors.InvalidParameterValueException("Runtime and Handler are mandatory parameters for "
+                                                            "functions created with deployment packages.")
+            cfg.check_runtime(runtime, self.runtimes)
+            cfg.check_handler(runtime, p.get("Handler"))
         cfg.check_environment(p.get("Environment"))
         architecture.check(p.get("Architectures"), runtime)
         if len(p.get("Tags") or {}) > 50:
@@ -227,8 +239,9 @@ class FunctionService:
 
     def get(self, p: dict[str, Any], code_url: Callable[[str], str]) -> dict[str, Any]:
         rec, config = self._read(p)
-        out: dict[str, Any] = {"Configuration": config,
-                               "Code": {"RepositoryType": "S3", "Location": code_url(rec.code_key)}}
+        code = images.code_location(rec) if images.is_image(rec) else {"RepositoryType": "S3",
+                                                                        "Location": code_url(rec.code_key)}
+        out: dict[str, Any] = {"Configuration": config, "Code": code}
         if rec.tags:
             out["Tags"] = rec.tags
         return out
@@ -274,9 +287,12 @@ class FunctionService:
     async def update_code_async(self, p: dict[str, Any]) -> dict[str, Any]:
         """UpdateFunctionCode with the upload's extraction off the event loop."""
         rec = self.record(self.unqualified(p["FunctionName"]))  # answer these before the upload is extracted
+        if images.is_image(rec):
+            return await images.update_code(self, p, rec)
         self._check_idle(rec)
         if p.get("RevisionId") and p["RevisionId"] != rec.revision_id:
             raise errors.PreconditionFailedException(STALE_REVISION)
+        images.check_zip(p, updating=True)
         self._uploading += 1
         try:
             code = await self._upload(p)
@@ -297,13 +313,14 @@ class FunctionService:
         removed_dlq: dict[str, Any] = {}
 
         def change(rec: FunctionRecord) -> tuple[dict[str, Any], str]:
+            images.check_update_configuration(rec, p)
             if "Runtime" in p:
                 cfg.check_runtime(p["Runtime"], self.runtimes)
             if "Environment" in p:
                 cfg.check_environment(p["Environment"])
             if "VpcConfig" in p:
                 p["VpcConfig"] = self.vpcs.vpc_config(p["VpcConfig"])
-            new = cfg.updated_configuration(rec.config, p, self.settings.region)
+            new = images.updated_configuration(cfg.updated_configuration(rec.config, p, self.settings.region), p)
             if "DeadLetterConfig" in rec.config and "DeadLetterConfig" not in new:
                 removed_dlq.update(rec.config["DeadLetterConfig"])
             return new, rec.code_key

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kindling import errors
+from kindling.functions import images
 from kindling.functions.service import FunctionService
+from kindling.images.run import ImageRun, image_run
+from kindling.images.store import split_key
 from kindling.invoke import routing
 from kindling.invoke.payload import check_json
 from kindling.observability import invocation, tracing
@@ -31,6 +34,8 @@ class InvokeService:
     def _version(self, rec: FunctionRecord) -> FunctionVersion:
         key = (rec.name, rec.version, rec.revision_id)
         fv = self._versions.get(key)
+        if fv is None and images.is_image(rec):
+            fv = self._image_version(rec)
         if fv is None:
             task_root = str(self.functions.code.task_root(rec.code_key))
             backend = self.scheduler.backend
@@ -40,6 +45,26 @@ class InvokeService:
             fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress)
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
             self._versions[key] = fv
+        return fv
+
+    def _image_version(self, rec: FunctionRecord) -> FunctionVersion:
+        """A container-image version: its root, command and ENV (kindling.images.run). One whose image is not
+        unpacked (yet) gets no command, so an environment of it fails to start (never cached): invokes wait for
+        the image first (images.ready), other callers (provisioned concurrency) see a failed start."""
+        key = (rec.name, rec.version, rec.revision_id)
+        hex_digest = split_key(rec.code_key)[0]
+        root = str(self.functions.images.root(hex_digest) / "rootfs")
+        egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))
+        if not self.functions.images.ready(hex_digest):
+            run = ImageRun(root, ("",), {}, "/", "")
+            return FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, root, run.argv,
+                                   egress, image=run)
+        run = image_run(root, self.functions.images.settings(hex_digest),
+                        (rec.config.get("ImageConfigResponse") or {}).get("ImageConfig"))
+        fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, root, run.argv, egress,
+                             image=run)
+        self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
+        self._versions[key] = fv
         return fv
 
     async def invoke(self, p: dict[str, Any], request_id: str, trace_id: str | None = None) -> dict[str, Any]:
@@ -63,6 +88,11 @@ class InvokeService:
             raise errors.InvalidParameterValueException(f"Kindling does not run InvocationType {kind}.")
         if self.events is not None:  # the call chain, counted for recursive loop detection
             trace_id = self.events.lineage(name, trace_id)
+        if images.is_image(rec):  # Pending / Failed answer AWS's conflict; an image gone from disk is pulled again
+            if self.scheduler.backend.name != "isolated":
+                raise errors.InvalidParameterValueException(
+                    "Container-image functions need isolated sandboxes: run Kindling as root (--sandbox isolated).")
+            await images.ready(self.functions, rec)
         fv = self._version(rec)
         invoked_arn = self.functions.arn(name, qualifier)
         req = InvokeRequest(payload, invoked_arn, p.get("ClientContext"), trace_id, request_id)

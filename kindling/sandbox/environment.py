@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from kindling.images.run import ImageRun
 from kindling.network import endpoints
 from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
@@ -50,6 +51,7 @@ class FunctionVersion:
     # What its environments may reach, for a function in a VPC (kindling.network.vpc): a list of egress
     # rules {"cidr", "protocol", "from_port", "to_port"}; None: the server's default policy.
     egress: list[dict[str, Any]] | None = None
+    image: ImageRun | None = None  # a container-image function's root, command and ENV (kindling.images.run)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -131,6 +133,10 @@ class ExecutionEnvironment:
         elif self.zygote is not None:  # a runtime forked before init: init runs here, as on-demand
             self.process = await self.backend.clone(  # type: ignore[attr-defined]
                 self.zygote, self._environment(), memory, tmp, self.fn.task_root, egress=self.fn.egress)
+        elif self.fn.image is not None:  # no templates or zygotes for images: their runtime is the image's own
+            self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
+                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress,
+                                                    image=self.fn.image.spawn_spec())  # type: ignore[call-arg]
         else:
             self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
                                                     self.fn.task_root, memory, tmp, egress=self.fn.egress)
@@ -143,6 +149,7 @@ class ExecutionEnvironment:
         c = self.fn.config
         task_root = self.backend.task_root or self.fn.task_root
         env = dict(self.base_env)
+        env.update(self.fn.image.env if self.fn.image is not None else {})  # an image's ENV, under Lambda's
         env.update({
             "_HANDLER": c.get("Handler") or "",
             "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
@@ -151,7 +158,7 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
             "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{c['Runtime']}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{c.get('Runtime')}",
             "LAMBDA_TASK_ROOT": task_root,
             "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir,
             "PYTHONPATH": self.backend.runtime_dir,
@@ -162,7 +169,7 @@ class ExecutionEnvironment:
         own = (c.get("Environment") or {}).get("Variables") or {}
         env.update(own)
         endpoints.yield_to(env, own)  # the function's own AWS_ENDPOINT_URL wins over Kindling's service variables
-        return env
+        return env if self.fn.image is None else self.fn.image.environment(env)
 
     def _credentials(self) -> dict[str, str]:
         """A new session of the function's execution role, held by this environment until it ends (a function's

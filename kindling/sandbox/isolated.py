@@ -60,7 +60,8 @@ class IsolatedBackend:
         ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
                               "instance": instance, "network": network_mode, "exposed": exposed or {},
-                              "nameservers": nameservers() if network_mode == "internet" else []}).encode())
+                              "nameservers": nameservers() if network_mode == "internet" else [],
+                              "images_dir": str(data_dir.resolve() / "code" / ".images")}).encode())
         self.sock = ours
         self.sock.setblocking(False)
         self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}
@@ -184,10 +185,10 @@ class IsolatedBackend:
         return IsolatedSandbox(self, doc["pid"], Cgroup(doc["cgroup"], create=False), fds[0], read_fd, memory_mb)
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int, egress: list[dict] | None = None) -> IsolatedSandbox:
+                    tmp_mb: int, egress: list[dict] | None = None, image: dict | None = None) -> IsolatedSandbox:
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
         spec = {"op": "spawn", "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
-                "tmp_mb": tmp_mb, "egress": egress}
+                "tmp_mb": tmp_mb, "egress": egress, **(image or {})}  # image: image_root, cwd
         return await self._environment(spec, memory_mb)
 
     async def template(self, template_id: str, argv: list[str], env: dict[str, str], host_task_root: str,

@@ -19,7 +19,7 @@ import socket
 import uuid
 
 from kindling.network import RUNTIME_API_ADDRESS, RUNTIME_API_PORT
-from kindling.sandbox import linux
+from kindling.sandbox import image_root, linux
 from kindling.sandbox.cgroups import Cgroup
 
 RUNTIME_API = (RUNTIME_API_ADDRESS, RUNTIME_API_PORT)  # on the environment's loopback (kindling.network.veth)
@@ -51,6 +51,7 @@ class Config:
         self.exposed: dict[int, tuple[str, int]] = {int(port): (host, int(to))
                                                     for port, (host, to) in doc.get("exposed", {}).items()}
         self.nameservers: list[str] = doc.get("nameservers", [])  # the environments' /etc/resolv.conf
+        self.images_dir: str = doc.get("images_dir", "")  # unpacked container images (kindling.sandbox.image_root)
 
 
 class Shell:
@@ -199,7 +200,10 @@ def _assemble_root(cfg: Config, root: str) -> None:
 
 def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> None:
     """Bind the code, mount /tmp, pivot into the root, become the function's user, exec the runtime."""
-    _pivot(cfg, root, spec, out_fd)
+    if "image_root" in spec:  # a container-image function: the image is the root (kindling.sandbox.image_root)
+        image_root.pivot(cfg.images_dir, cfg.uid, cfg.gid, root, spec, out_fd)
+    else:
+        _pivot(cfg, root, spec, out_fd)
     os.closerange(3, 65536)
     linux.drop_bounding_set()
     os.setgroups([])
@@ -231,7 +235,7 @@ def _exec(spec: dict, sfilter: object) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     sfilter.load()  # type: ignore[attr-defined]
-    os.chdir(TASK_ROOT)
+    os.chdir(spec.get("cwd") or TASK_ROOT)  # an image's WorkingDirectory
     try:
         os.execve(spec["argv"][0], spec["argv"], spec["env"])
     except OSError as exc:
