@@ -35,7 +35,7 @@ class InvokeService:
             task_root = str(self.functions.code.task_root(rec.code_key))
             backend = self.scheduler.backend
             argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], backend.task_root or task_root,
-                                                         backend.runtime_dir))
+                                                         backend.runtime_dir, rec.config))
             egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))  # None unless in a VPC
             fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress)
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}

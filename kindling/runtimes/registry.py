@@ -2,7 +2,11 @@
 
 python3.9 to python3.13 run Kindling's own bootstrap under a matching
 interpreter found on the host (``--runtimes`` names paths explicitly; otherwise
-PATH and ~/.pyenv/versions are searched). ``provided.al2`` and
+PATH and ~/.pyenv/versions are searched). nodejs18.x to nodejs24.x run
+Kindling's own Node.js runtime client (kindling/runtimes/node) under a ``node``
+of that major version (``--runtimes nodejs20.x=/path/to/node``, else PATH and
+~/.nvm/versions/node), started as Lambda's bootstrap starts it: its node flags,
+and ``AWS_LAMBDA_EXEC_WRAPPER`` in front. ``provided.al2`` and
 ``provided.al2023`` run the function's own executable ``bootstrap``.
 """
 
@@ -15,11 +19,14 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from kindling.runtimes import sdk
+from typing import Any
+
+from kindling.runtimes import node, sdk
 
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
 PROVIDED = ("provided.al2", "provided.al2023")
 PYTHONS = tuple(f"python3.{minor}" for minor in range(9, 14))
+NODES = node.RUNTIMES
 # Runtimes Lambda no longer lets anyone create or update functions with.
 DEPRECATED = ("python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nodejs4.3", "nodejs6.10",
               "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x", "java8", "go1.x",
@@ -29,9 +36,11 @@ DEPRECATED = ("python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nod
 
 class Runtimes:
     def __init__(self, spec: str = "") -> None:
-        self.explicit = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+        self.explicit = dict(item.strip().split("=", 1) for item in spec.split(",") if "=" in item)
 
     def interpreter(self, runtime: str) -> str | None:
+        if runtime in NODES:  # named or found, a node only counts if it is that major version
+            return node.find(runtime, self.explicit.get(runtime))
         if runtime in self.explicit:
             return self.explicit[runtime]
         if runtime in PYTHONS:
@@ -41,13 +50,21 @@ class Runtimes:
     def available(self, runtime: str) -> bool:
         return runtime in PROVIDED or self.interpreter(runtime) is not None
 
-    def command(self, runtime: str, task_root: str, runtime_dir: str) -> list[str]:
-        """argv that starts the runtime, with paths as the execution environment sees them."""
+    def found(self) -> list[str]:
+        """Every runtime this host can run (what `kindling serve` says at start)."""
+        return [r for r in PYTHONS + NODES if self.interpreter(r) is not None] + list(PROVIDED)
+
+    def command(self, runtime: str, task_root: str, runtime_dir: str,
+                config: dict[str, Any] | None = None) -> list[str]:
+        """argv that starts the runtime, with paths as the execution environment sees them (``config``: the
+        function's configuration, for what Lambda's bootstrap takes from it: Node's heap sizes, the exec wrapper)."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
         if interpreter is None:
             raise LookupError(runtime)
+        if runtime in NODES:
+            return node.command(interpreter, runtime_dir, config or {})
         # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
         return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
 
@@ -66,11 +83,19 @@ class Runtimes:
             subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
+        node.install_runtime(BOOTSTRAP.parent)
+
+    def lang(self, runtime: str) -> str | None:
+        """The host binary an environment of ``runtime`` should show as ``/var/lang/bin/<name>`` (the layout's
+        interpreter binding uses it; the argv today names the host path, bound read-only)."""
+        return self.interpreter(runtime) if runtime in NODES + PYTHONS else None
 
     def prefixes(self) -> list[str]:
         """Install prefixes of every interpreter found: environments see them read-only."""
-        found = (self.interpreter(r) for r in PYTHONS + tuple(self.explicit))
-        return [str(Path(p).resolve().parent.parent) for p in found if p]
+        found = (self.interpreter(r) for r in PYTHONS + NODES + tuple(self.explicit))
+        prefixes = {str(Path(p).resolve().parent.parent) for p in found if p}
+        # (/usr, where a distribution's node lives, is in every environment already)
+        return sorted(p for p in prefixes if p != "/" and p != "/usr" and not p.startswith("/usr/"))
 
 
 @cache
