@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
-
 from typing import Any
 
 from kindling.runtimes import node, sdk
