@@ -273,6 +273,18 @@ class RuntimeApiClient {
     }
   }
 
+  /** Send a request and exit (as the RIC does after an uncaught exception or unhandled rejection) once it is
+   * written, not waiting for the answer: the environment is frozen as soon as its invoke has a result. */
+  sendAndExit(method, urlPath, body, headers, code) {
+    setTimeout(() => process.exit(code), 2000).unref();
+    const head = `${method} ${urlPath} HTTP/1.1\r\n${this.headerLine}${headers}Content-Length: ${body.length}\r\n\r\n`;
+    const data = Buffer.concat([Buffer.from(head, 'latin1'), body]);
+    if (this.sock === null) this._connect();
+    this.pending = null;
+    this.sock.ref();
+    this.sock.write(data, () => process.exit(code));
+  }
+
   _data(sock, chunk) {
     const p = this.pending;
     if (!p || p.sock !== sock) return; // nothing asked: ignore
@@ -509,7 +521,9 @@ class Runtime {
     else delete env._X_AMZN_TRACE_ID;
 
     onUncaught = (error, code) => {
-      this.postError(error, id).finally(() => process.exit(code));
+      const [body, text] = errorBody(error);
+      this.client.sendAndExit('POST', `${API}invocation/${encodeURIComponent(id)}/error`, Buffer.from(text, 'utf8'),
+        `Content-Type: application/json\r\nLambda-Runtime-Function-Error-Type: ${headerValue(body.errorType)}\r\n`, code);
     };
     let finished = false; // the first of callback/succeed/fail/done (or the promise) wins
     let completed = false;
@@ -657,7 +671,7 @@ async function main() {
   });
   process.on('beforeExit', () => beforeExit());
 
-  const handlerString = process.argv[2] || env._HANDLER || '';
+  const handlerString = env._HANDLER || ''; // (as Lambda's: arguments a wrapper adds are not the handler)
   const handler = await loadHandler(TASK_ROOT, handlerString); // throws: an uncaught exception, as on Lambda
   if (handler.length === 3 && handler.constructor?.name !== 'AsyncFunction' &&
       handler[HANDLER_STREAMING] === undefined && env.AWS_LAMBDA_NODEJS_DISABLE_CALLBACK_WARNING === undefined) {
