@@ -71,8 +71,9 @@ def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> tuple[Any
 ECHO_CONTEXT = """
 exports.handler = async (event, context) => ({
   event, remaining: context.getRemainingTimeInMillis(), waits: context.callbackWaitsForEmptyEventLoop,
-  ctx: Object.fromEntries(['functionName', 'functionVersion', 'invokedFunctionArn', 'memoryLimitInMB', 'awsRequestId',
-    'logGroupName', 'logStreamName', 'identity', 'clientContext'].map((k) => [k, context[k] === undefined ? '<undefined>' : context[k]])),
+  ctx: Object.fromEntries(['functionName', 'functionVersion', 'invokedFunctionArn', 'memoryLimitInMB',
+    'awsRequestId', 'logGroupName', 'logStreamName', 'identity', 'clientContext']
+    .map((k) => [k, context[k] === undefined ? '<undefined>' : context[k]])),
   trace: process.env._X_AMZN_TRACE_ID,
 });
 """
@@ -109,7 +110,8 @@ def test_client_context_reaches_the_handler(lam, node_function) -> None:  # noqa
     ({"index.js": "export const handler = async (e) => ({kind: 'type-module', e});",
       "package.json": '{"type": "module"}'}, "index.handler"),
     ({"app.cjs": "module.exports.handler = async (e) => ({kind: 'cjs', e});"}, "app.handler"),
-    ({"src/handlers/deep.js": "exports.nested = {fn: async (e) => ({kind: 'nested', e})};"}, "src/handlers/deep.nested.fn"),
+    ({"src/handlers/deep.js": "exports.nested = {fn: async (e) => ({kind: 'nested', e})};"},
+     "src/handlers/deep.nested.fn"),
     ({"lib/esm/h.mjs": "export async function handler(e) { return {kind: 'nested-mjs', e}; }"}, "lib/esm/h.handler"),
 ], ids=["mjs", "type-module", "cjs", "nested-commonjs", "nested-mjs"])
 def test_module_kinds(lam, node_function, files, handler) -> None:  # noqa: ANN001
@@ -169,7 +171,8 @@ def test_uncaught_exception_as_recorded(lam, node_function) -> None:  # noqa: AN
     result = {"ExecutedVersion": out["ExecutedVersion"], "FunctionError": out["FunctionError"],
               "Payload": json.loads(out["Payload"].read()), "StatusCode": out["StatusCode"],
               "ResponseMetadata": out["ResponseMetadata"]}
-    assert_like(result, recorded("lambda_runtimes_common", f"test_uncaught_exception_invoke[{RUNTIME}]", "error_result"))
+    expected = recorded("lambda_runtimes_common", f"test_uncaught_exception_invoke[{RUNTIME}]", "error_result")
+    assert_like(result, expected)
     trace = result["Payload"]["trace"]
     assert trace[0] == "Error: Error: some_error_msg" and "/var/task/index.js" in trace[1]
 
@@ -179,7 +182,8 @@ def test_uncaught_exception_as_recorded(lam, node_function) -> None:  # noqa: AN
      "Error: Cannot find module 'missing'\nRequire stack:\n- /var/runtime/index.mjs"),
     ({"index.js": "exports.other = 1;"}, "index.handler", "Runtime.HandlerNotFound",
      "index.handler is undefined or not exported"),
-    ({"index.js": "exports.handler = 42;"}, "index.handler", "Runtime.HandlerNotFound", "index.handler is not a function"),
+    ({"index.js": "exports.handler = 42;"}, "index.handler", "Runtime.HandlerNotFound",
+     "index.handler is not a function"),
     ({"index.js": "exports.handler = async () => {;"}, "index.handler", "Runtime.UserCodeSyntaxError",
      "SyntaxError: Unexpected end of input"),
     ({"index.js": "exports.handler = 1;"}, "nodots", "Runtime.MalformedHandlerName", "Bad handler"),
@@ -359,8 +363,8 @@ def test_exec_wrapper(lam, node_function) -> None:  # noqa: ANN001
     assert error is None, body
     assert body["wrapped"] == "by the wrapper" and body["preloaded"] == "yes"
     # Lambda's node flags reach node through the wrapper's "$@"
-    assert body["execArgv"] == ["--require", "/var/task/preload.js", "--expose-gc", "--max-http-header-size", "81920", "--max-semi-space-size=25",
-                                "--max-old-space-size=461"]
+    assert body["execArgv"] == ["--require", "/var/task/preload.js", "--expose-gc", "--max-http-header-size", "81920",
+                                "--max-semi-space-size=25", "--max-old-space-size=461"]
 
 
 # ------------------------------------------------------------------------------------ SDK and the RIC --
