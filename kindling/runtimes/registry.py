@@ -2,7 +2,7 @@
 
 python3.9 to python3.13 run Kindling's own bootstrap under a matching
 interpreter found on the host (``--runtimes`` names paths explicitly; otherwise
-PATH and ~/.pyenv/versions are searched). nodejs18.x to nodejs24.x run
+PATH and ~/.pyenv/versions are searched). nodejs18.x, nodejs20.x and nodejs22.x run
 Kindling's own Node.js runtime client (kindling/runtimes/node) under a ``node``
 of that major version (``--runtimes nodejs20.x=/path/to/node``, else PATH and
 ~/.nvm/versions/node), started as Lambda's bootstrap starts it: its node flags,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 CLIENT = Path(__file__).parent / "index.cjs"
-RUNTIMES = ("nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x")
+RUNTIMES = ("nodejs18.x", "nodejs20.x", "nodejs22.x")
 WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
 
 
