@@ -418,6 +418,27 @@ def test_official_aws_lambda_ric_in_a_custom_runtime(lam, node_function) -> None
     assert "Executing 'index.handler' in function directory '/var/task'" in log
 
 
+# ---------------------------------------------------------------------------------------- the registry --
+
+
+def test_registry_finds_node_by_major_version() -> None:
+    from kindling.runtimes.registry import Runtimes
+
+    node = str(Path(shutil.which("node") or "node").resolve())
+    assert Runtimes().interpreter("nodejs20.x") == node
+    assert Runtimes(f"nodejs20.x={node}").interpreter("nodejs20.x") == node
+    assert Runtimes(f"nodejs22.x={node}").interpreter("nodejs22.x") is None  # named, but it is node 20
+    assert "nodejs20.x" in Runtimes().found()
+    argv = Runtimes().command("nodejs20.x", "/var/task", "/var/runtime", {"MemorySize": 2048})
+    assert argv == [node, "--expose-gc", "--max-http-header-size", "81920", "--max-semi-space-size=102",
+                    "--max-old-space-size=1844", "/var/runtime/index.cjs"]
+
+
+def test_serve_says_which_runtimes_it_found(server: Server, lam) -> None:  # noqa: ANN001
+    lines = [x for x in server.log_path.read_text().splitlines() if x.startswith("Runtimes: ")]
+    assert lines and "nodejs20.x" in lines[0].split(": ", 1)[1].split(", ") and "python3.12" in lines[0]
+
+
 # -------------------------------------------------------------------------------------------- hostile --
 
 
