@@ -175,10 +175,15 @@ def main() -> None:
     if node is None:
         sys.exit("no node v20 on this host")
     load = os.getloadavg()
-    bare_node = spawn_to_exit([node, "-e", "0"], n)
-    bare_ready = bare_connect(node, n)
-    bare_py = spawn_to_exit([python or shutil.which("python3") or "python3", "-S", "-c", "pass"], n)
-    ready, answered = runtime_alone(node, n)
+    # interleaved, one of each per round, so that a change in the machine's load hits all of them alike
+    bare_node, bare_ready, bare_py, ready, answered = [], [], [], [], []
+    for _ in range(n):
+        bare_node += spawn_to_exit([node, "-e", "0"], 1)
+        bare_ready += bare_connect(node, 1)
+        bare_py += spawn_to_exit([python or shutil.which("python3") or "python3", "-S", "-c", "pass"], 1)
+        r, a = runtime_alone(node, 1)
+        ready += r
+        answered += a
     with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as off_dir:
         srv, port, _ = start_server(Path(d), ["--keep-alive", "0.05"])
         off, off_port, _ = start_server(Path(off_dir), ["--keep-alive", "0.05", "--templates", "off"])

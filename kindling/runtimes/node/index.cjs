@@ -255,15 +255,16 @@ class RuntimeApiClient {
       const reused = this.sock !== null;
       if (!reused) this._connect();
       const sock = this.sock;
+      let pending = null;
       try {
         return await new Promise((resolve, reject) => {
-          this.pending = { sock, resolve, reject, buf: Buffer.alloc(0), answered: false };
+          pending = this.pending = { sock, resolve, reject, buf: Buffer.alloc(0), answered: false };
           sock.ref(); // the loop stays alive only while the runtime waits on its API
           sock.write(head);
           if (body !== undefined && body.length) sock.write(body);
         });
       } catch (e) {
-        const answered = this.pending?.answered;
+        const answered = pending?.answered; // (something came back: never sent twice)
         this.pending = null;
         if (this.sock === sock) this.sock = null;
         sock.destroy();
