@@ -372,17 +372,27 @@ def test_exec_wrapper(lam, node_function) -> None:  # noqa: ANN001
 SDK_DIR = ROOT / "kindling" / "runtimes" / "python" / "node_modules" / "@aws-sdk" / "client-lambda"
 
 
-@pytest.mark.skipif(not SDK_DIR.is_dir(), reason="the AWS SDK for JavaScript is not installed (make; needs npm)")
-def test_sdk_v3_calls_kindling_with_the_role(lam, node_function, server) -> None:  # noqa: ANN001
-    code = """
-const { LambdaClient, ListFunctionsCommand, GetFunctionCommand } = require('@aws-sdk/client-lambda');
+SDK_CJS = """
+const { LambdaClient, GetFunctionCommand } = require('@aws-sdk/client-lambda');
 exports.handler = async (event) => {
-  const client = new LambdaClient({});
-  const fn = await client.send(new GetFunctionCommand({FunctionName: event.name}));
+  const fn = await new LambdaClient({}).send(new GetFunctionCommand({FunctionName: event.name}));
   return {name: fn.Configuration.FunctionName, runtime: fn.Configuration.Runtime,
           where: require.resolve('@aws-sdk/client-lambda')};
 };"""
-    name = node_function({"index.js": code}, Timeout=15, MemorySize=256)
+# An ES module importing the runtime's SDK: Lambda's node resolves ES imports through NODE_PATH too.
+SDK_ESM = """
+import { LambdaClient, GetFunctionCommand } from '@aws-sdk/client-lambda';
+export const handler = async (event) => {
+  const fn = await new LambdaClient({}).send(new GetFunctionCommand({FunctionName: event.name}));
+  return {name: fn.Configuration.FunctionName, runtime: fn.Configuration.Runtime,
+          where: '/var/runtime/node_modules/@aws-sdk/client-lambda/', url: import.meta.url};
+};"""
+
+
+@pytest.mark.skipif(not SDK_DIR.is_dir(), reason="the AWS SDK for JavaScript is not installed (make; needs npm)")
+@pytest.mark.parametrize("files", [{"index.js": SDK_CJS}, {"index.mjs": SDK_ESM}], ids=["require", "import"])
+def test_sdk_v3_calls_kindling_with_the_role(lam, node_function, files) -> None:  # noqa: ANN001
+    name = node_function(files, Timeout=15, MemorySize=256)
     body, error, log = invoke(lam, name, {"name": name})
     assert error is None, (body, log)
     assert body["name"] == name and body["runtime"] == RUNTIME

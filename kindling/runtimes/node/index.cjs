@@ -375,7 +375,44 @@ function tryRequireFile(file, extension) {
 
 async function tryAwaitImport(file, extension) {
   const p = file + (extension || '');
-  return fs.existsSync(p) ? await import(p) : undefined;
+  return fs.existsSync(p) ? await importWithNodePath(p) : undefined;
+}
+
+// Lambda's Node runtimes resolve ES module imports through NODE_PATH too (their node is patched for it), so that
+// `import ... from '@aws-sdk/client-s3'` finds the SDK in /var/runtime/node_modules and packages in layers. Stock
+// node does not. Kindling's way costs nothing unless it is needed: an import that fails on a package that is in a
+// NODE_PATH node_modules directory registers a resolve hook that also looks there (module.register: a loader
+// thread, tens of ms, once) and imports the handler again (under a new URL: a failed import stays cached).
+const ESM_NODE_PATH_HOOK = `
+let parents = [];
+export function initialize(data) { parents = data.parents; }
+export async function resolve(specifier, context, nextResolve) {
+  try {
+    return await nextResolve(specifier, context);
+  } catch (e) {
+    if (e?.code !== 'ERR_MODULE_NOT_FOUND' || /^(\\.|\\/|[a-z][a-z0-9+.-]*:)/i.test(specifier)) throw e;
+    for (const parentURL of parents) {
+      try { return await nextResolve(specifier, { ...context, parentURL }); } catch (_) { /* the next one */ }
+    }
+    throw e;
+  }
+}`;
+let esmNodePath = false;
+
+async function importWithNodePath(p) {
+  try {
+    return await import(p);
+  } catch (e) {
+    const missing = e?.code === 'ERR_MODULE_NOT_FOUND' && /^Cannot find package '([^']+)'/.exec(e.message);
+    const dirs = (env.NODE_PATH || '').split(':').filter((d) => d.endsWith('/node_modules'));
+    if (esmNodePath || !missing || !dirs.some((d) => fs.existsSync(path.join(d, missing[1])))) throw e;
+    esmNodePath = true;
+    const { pathToFileURL } = require('url');
+    Module.register(`data:text/javascript,${encodeURIComponent(ESM_NODE_PATH_HOOK)}`, {
+      data: { parents: dirs.map((d) => pathToFileURL(path.join(path.dirname(d), 'kindling-node-path.mjs')).href) },
+    });
+    return await import(`${pathToFileURL(p).href}?node-path`);
+  }
 }
 
 function folderHasTypeModule(folder) {
