@@ -30,6 +30,7 @@ def major(runtime: str) -> int:
     return int(runtime.removeprefix("nodejs").removesuffix(".x"))
 
 
+@cache
 def find(runtime: str, explicit: str | None = None) -> str | None:
     """The node binary for ``runtime``: ``explicit`` if given and of that major version, else one found."""
     want = major(runtime)
