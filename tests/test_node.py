@@ -468,6 +468,7 @@ exports.handler = async (event) => {
     case 'flood': for (let i = 0; ; i++) console.log('x'.repeat(1000) + i);
     case 'forever': return new Promise(() => setInterval(() => {}, 1000));
     case 'huge': throw new Error('m'.repeat(8 * 1024 * 1024));
+    case 'big': throw new Error('b'.repeat(200 * 1024));
     case 'huge-string': throw 's'.repeat(8 * 1024 * 1024);
     case 'deep': { let o = {}; const root = o; for (let i = 0; i < 100000; i++) { o.n = {}; o = o.n; } throw root; }
     case 'stdout': for (;;) process.stdout.write('y'.repeat(65536));
@@ -479,7 +480,8 @@ exports.handler = async (event) => {
 
 @pytest.mark.parametrize("kind, expect", [
     ("block", "Task timed out"), ("flood", "Task timed out"), ("forever", "Task timed out"),
-    ("huge", "mmmm"), ("huge-string", "ssss"), ("deep", "[object Object]"), ("stdout", "Task timed out"),
+    ("huge", "mmmm"), ("big", "bbbb"), ("huge-string", "ssss"), ("deep", "[object Object]"),
+    ("stdout", "Task timed out"),
 ])
 def test_hostile_handlers_are_bounded(hostile_server: Server, bystander: Bystander, kind: str, expect: str) -> None:
     lam = hostile_server.client()

@@ -542,7 +542,7 @@ class Runtime {
     const [body, text] = errorBody(error);
     let extra = `Lambda-Runtime-Function-Error-Type: ${headerValue(body.errorType)}\r\n`;
     const cause = error !== null && typeof error === 'object' ? xrayCause(error) : '';
-    if (cause && cause.length < 1024 * 1024 && !/[\r\n]/.test(cause)) {
+    if (cause && cause.length < 32768 && !/[\r\n]/.test(cause)) { // (headers stay far inside the API's limit)
       extra += `Lambda-Runtime-Function-XRay-Error-Cause: ${headerValue(cause)}\r\n`;
     }
     return this.post(`invocation/${encodeURIComponent(id)}/error`, text, 'application/json', extra);
