@@ -112,7 +112,7 @@ def runtime_alone(node: str, n: int) -> tuple[list[float], list[float]]:
         env = {**CLEAN_ENV, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.port}", "_HANDLER": "index.handler",
                "LAMBDA_TASK_ROOT": task, "LAMBDA_RUNTIME_DIR": str(node_runtime.CLIENT.parent),
                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_NAME": "f"}
-        argv = node_runtime.command(node, str(node_runtime.CLIENT.parent), {"MemorySize": 128})
+        argv = node_runtime.command(node, str(node_runtime.CLIENT.parent), 128)
         for _ in range(n):
             marks: dict[str, float] = {}
             server = threading.Thread(target=api.serve_one, args=(marks,))

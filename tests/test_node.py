@@ -439,9 +439,12 @@ def test_registry_finds_node_by_major_version() -> None:
     assert Runtimes(f"nodejs20.x={node}").interpreter("nodejs20.x") == node
     assert Runtimes(f"nodejs22.x={node}").interpreter("nodejs22.x") is None  # named, but it is node 20
     assert "nodejs20.x" in Runtimes().found()
-    argv = Runtimes().command("nodejs20.x", "/var/task", "/var/runtime", {"MemorySize": 2048})
+    argv = Runtimes().command("nodejs20.x", "/var/task", "/var/runtime", memory_mb=2048)
     assert argv == [node, "--expose-gc", "--max-http-header-size", "81920", "--max-semi-space-size=102",
                     "--max-old-space-size=1844", "/var/runtime/index.cjs"]
+    # Seen through the layout's /var/lang, behind a wrapper:
+    argv = Runtimes().command("nodejs20.x", "/var/task", "/var/runtime", "/var/lang", "/var/task/w", 128)
+    assert argv[:2] == ["/var/task/w", "/var/lang/bin/node"] and argv[-1] == "/var/runtime/index.cjs"
 
 
 def test_serve_says_which_runtimes_it_found(server: Server, lam) -> None:  # noqa: ANN001

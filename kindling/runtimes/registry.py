@@ -53,19 +53,26 @@ class Runtimes:
         """Every runtime this host can run (what `kindling serve` says at start)."""
         return [r for r in PYTHONS + NODES if self.interpreter(r) is not None] + list(PROVIDED)
 
-    def command(self, runtime: str, task_root: str, runtime_dir: str,
-                config: dict[str, Any] | None = None) -> list[str]:
-        """argv that starts the runtime, with paths as the execution environment sees them (``config``: the
-        function's configuration, for what Lambda's bootstrap takes from it: Node's heap sizes, the exec wrapper)."""
+    def command(self, runtime: str, task_root: str, runtime_dir: str, lang_dir: str | None = None,
+                wrapper: str | None = None, memory_mb: int = 128) -> list[str]:
+        """argv that starts the runtime, with paths as the execution environment sees them: the interpreter at
+        ``lang_dir``/bin when the environment sees its prefix there, else at its host path. ``wrapper``
+        (AWS_LAMBDA_EXEC_WRAPPER, managed runtimes): the start command becomes its arguments, as on Lambda.
+        ``memory_mb``: the function's MemorySize, which Node's heap is sized from."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
         if interpreter is None:
             raise LookupError(runtime)
         if runtime in NODES:
-            return node.command(interpreter, runtime_dir, config or {})
-        # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
-        return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+            shown = f"{lang_dir}/bin/node" if lang_dir is not None else interpreter
+            argv = node.command(shown, runtime_dir, memory_mb)
+        else:
+            if lang_dir is not None:
+                interpreter = f"{lang_dir}/bin/{runtime}"
+            # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
+            argv = [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+        return [wrapper, *argv] if wrapper else argv
 
     def precompile(self) -> None:
         """Compile the bootstrap's code cache (and the bytecode of the AWS SDK the runtimes carry) for every
@@ -84,17 +91,17 @@ class Runtimes:
         sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
         node.install_runtime(BOOTSTRAP.parent)
 
-    def lang(self, runtime: str) -> str | None:
-        """The host binary an environment of ``runtime`` should show as ``/var/lang/bin/<name>`` (the layout's
-        interpreter binding uses it; the argv today names the host path, bound read-only)."""
-        return self.interpreter(runtime) if runtime in NODES + PYTHONS else None
-
     def prefixes(self) -> list[str]:
         """Install prefixes of every interpreter found: environments see them read-only."""
         found = (self.interpreter(r) for r in PYTHONS + NODES + tuple(self.explicit))
-        prefixes = {str(Path(p).resolve().parent.parent) for p in found if p}
-        # (/usr, where a distribution's node lives, is in every environment already)
-        return sorted(p for p in prefixes if p != "/" and p != "/usr" and not p.startswith("/usr/"))
+        return [str(Path(p).resolve().parent.parent) for p in found if p]
+
+
+def exec_wrapper(config: dict[str, Any]) -> str | None:
+    """The function's AWS_LAMBDA_EXEC_WRAPPER (for managed runtimes: a custom runtime's bootstrap is its own)."""
+    if config.get("Runtime", "").startswith("provided"):
+        return None
+    return ((config.get("Environment") or {}).get("Variables") or {}).get(node.WRAPPER) or None
 
 
 @cache

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 CLIENT = Path(__file__).parent / "index.cjs"
 RUNTIMES = ("nodejs18.x", "nodejs20.x", "nodejs22.x")
@@ -54,15 +53,12 @@ def _major_of(binary: str) -> int | None:
         return None
 
 
-def command(interpreter: str, runtime_dir: str, config: dict[str, Any]) -> list[str]:
-    """Lambda's bootstrap's command line (heap sizes from MemorySize), behind the function's exec wrapper."""
-    memory = int(config.get("MemorySize") or 128)
-    new_space = memory // 10
-    argv = [interpreter, "--expose-gc", "--max-http-header-size", "81920",
-            f"--max-semi-space-size={new_space // 2}", f"--max-old-space-size={memory - new_space}",
+def command(interpreter: str, runtime_dir: str, memory_mb: int) -> list[str]:
+    """Lambda's bootstrap's command line, with node's heap sized from the function's MemorySize as it does."""
+    new_space = memory_mb // 10
+    return [interpreter, "--expose-gc", "--max-http-header-size", "81920",
+            f"--max-semi-space-size={new_space // 2}", f"--max-old-space-size={memory_mb - new_space}",
             os.path.join(runtime_dir, CLIENT.name)]
-    wrapper = ((config.get("Environment") or {}).get("Variables") or {}).get(WRAPPER)
-    return [wrapper, *argv] if wrapper else argv
 
 
 def install_runtime(runtime_dir: Path) -> None:
