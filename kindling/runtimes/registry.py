@@ -98,8 +98,9 @@ class Runtimes:
 
 
 def exec_wrapper(config: dict[str, Any]) -> str | None:
-    """The function's AWS_LAMBDA_EXEC_WRAPPER (for managed runtimes: a custom runtime's bootstrap is its own)."""
-    if config.get("Runtime", "").startswith("provided"):
+    """The function's AWS_LAMBDA_EXEC_WRAPPER, for the Node.js runtimes. (Python's zygotes and templates start
+    without the function's argv: a wrapper there needs them to start fresh, which the layout's change does.)"""
+    if config.get("Runtime") not in NODES:
         return None
     return ((config.get("Environment") or {}).get("Variables") or {}).get(node.WRAPPER) or None
 
