@@ -24,6 +24,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	@# the AWS SDK Python runtimes carry (pinned in pyproject.toml; kindling/runtimes/sdk.py)
 	$(BIN)/python -m kindling.runtimes.sdk
+	@# the AWS SDK for JavaScript Node.js runtimes carry (pinned in kindling/runtimes/node/sdk; needs npm)
+	$(BIN)/python -m kindling.runtimes.node.sdk
 	@touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
@@ -31,7 +33,23 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	@# its system service, if the package starts one, is stopped: the tests start their own)
 	@{ dpkg -s busybox-static >/dev/null 2>&1 && command -v docker-registry >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q busybox-static docker-registry >/dev/null || { apt-get update -q && apt-get install -y -q busybox-static docker-registry; }; } && { systemctl disable --now docker-registry >/dev/null 2>&1 || true; }; } || true
 	$(BIN)/pip install -q -e '.[test]'
+	@# AWS's own Node.js runtime interface client, for tests/test_node.py (built once; never fails the set-up)
+	@$(MAKE) -s $(RIC) || echo "aws-lambda-ric could not be built: its test will be skipped" >&2
 	@touch $@
+
+# aws-lambda-ric from npm, built as its install scripts build it (aws-lambda-cpp and curl from source: cmake,
+# autoconf, automake, libtool and g++; Debian's packages), with Node's headers from the host's node (no download).
+RIC_VERSION := 3.3.0
+RIC := build/aws-lambda-ric-$(RIC_VERSION)/node_modules/aws-lambda-ric/dist/rapid-client.node
+$(RIC):
+	@for t in cmake autoreconf libtoolize g++; do command -v $$t >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -q cmake autoconf automake libtool g++ >/dev/null; break; }; done
+	rm -rf build/aws-lambda-ric-$(RIC_VERSION) && mkdir -p build/aws-lambda-ric-$(RIC_VERSION)
+	cd build/aws-lambda-ric-$(RIC_VERSION) && echo '{"private":true}' > package.json && \
+		npm install -q --no-audit --no-fund --ignore-scripts aws-lambda-ric@$(RIC_VERSION) && \
+		cd node_modules/aws-lambda-ric && sh scripts/preinstall.sh >/dev/null && \
+		../.bin/node-gyp rebuild --nodedir=$$(dirname $$(dirname $$(readlink -f $$(command -v node)))) >/dev/null && \
+		mkdir -p dist && cp build/Release/rapid-client.node dist/ && rm -rf deps/artifacts build
 
 serve: $(VENV)/.installed
 	$(BIN)/kindling serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)

@@ -55,7 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_alive", 300.0, float, "Seconds an idle execution environment is kept warm before it is reclaimed."),
     Setting("runtimes", "", str,
             "Interpreter paths per runtime, e.g. 'python3.12=/usr/bin/python3.12,python3.11=/opt/py/bin/python3'. "
-            "Unlisted python3.x runtimes are looked up on PATH and under ~/.pyenv/versions."),
+            "Unlisted python3.x runtimes are looked up on PATH and under ~/.pyenv/versions; nodejsNN.x ones as a "
+            "`node` (or `nodeNN`) of that major version on PATH or under ~/.nvm/versions/node."),
     Setting("sandbox", "auto", str,
             "How execution environments are made: 'isolated' (namespaces, cgroups, seccomp; needs root), "
             "'process' (plain child processes, no isolation), or 'auto' (isolated where possible)."),

@@ -57,6 +57,7 @@ def serve(**options: Any) -> None:
     except (credentials_mod.CredentialsError, VpcFileError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Kindling {_version()} on http://{cfg.host}:{cfg.port} (data in {cfg.data_path})", err=True)
+    click.echo(f"Runtimes: {', '.join(kindling.functions.runtimes.found())}", err=True)
     if kindling.created_credentials:
         click.echo(f"Created the API key pair in {credentials_mod.path(cfg)}; requests must be signed with it "
                    f"(shown once; `kindling credentials --data-dir {cfg.data_dir}` prints it again):\n"

@@ -12,7 +12,7 @@ from kindling.images.store import split_key
 from kindling.invoke import routing
 from kindling.invoke.payload import check_json
 from kindling.observability import invocation, tracing
-from kindling.runtimes.registry import BOOTSTRAP
+from kindling.runtimes.registry import BOOTSTRAP, exec_wrapper
 from kindling.sandbox.environment import FunctionVersion, InvokeRequest
 from kindling.scheduler.pool import Scheduler
 from kindling.store.functions import FunctionRecord
@@ -40,7 +40,8 @@ class InvokeService:
             task_root = str(self.functions.code.task_root(rec.code_key))
             backend = self.scheduler.backend
             argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], backend.task_root or task_root,
-                                                         backend.runtime_dir))
+                                                         backend.runtime_dir, None, exec_wrapper(rec.config),
+                                                         int(rec.config["MemorySize"])))
             egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))  # None unless in a VPC
             fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress)
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}

@@ -2,7 +2,11 @@
 
 python3.9 to python3.13 run Kindling's own bootstrap under a matching
 interpreter found on the host (``--runtimes`` names paths explicitly; otherwise
-PATH and ~/.pyenv/versions are searched). ``provided.al2`` and
+PATH and ~/.pyenv/versions are searched). nodejs18.x, nodejs20.x and nodejs22.x run
+Kindling's own Node.js runtime client (kindling/runtimes/node) under a ``node``
+of that major version (``--runtimes nodejs20.x=/path/to/node``, else PATH and
+~/.nvm/versions/node), started as Lambda's bootstrap starts it: its node flags,
+and ``AWS_LAMBDA_EXEC_WRAPPER`` in front. ``provided.al2`` and
 ``provided.al2023`` run the function's own executable ``bootstrap``.
 """
 
@@ -14,12 +18,14 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from kindling.runtimes import sdk
+from kindling.runtimes import node, sdk
 
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
 PROVIDED = ("provided.al2", "provided.al2023")
 PYTHONS = tuple(f"python3.{minor}" for minor in range(9, 14))
+NODES = node.RUNTIMES
 # Runtimes Lambda no longer lets anyone create or update functions with.
 DEPRECATED = ("python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nodejs4.3", "nodejs6.10",
               "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x", "java8", "go1.x",
@@ -29,9 +35,11 @@ DEPRECATED = ("python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nod
 
 class Runtimes:
     def __init__(self, spec: str = "") -> None:
-        self.explicit = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+        self.explicit = dict(item.strip().split("=", 1) for item in spec.split(",") if "=" in item)
 
     def interpreter(self, runtime: str) -> str | None:
+        if runtime in NODES:  # named or found, a node only counts if it is that major version
+            return node.find(runtime, self.explicit.get(runtime))
         if runtime in self.explicit:
             return self.explicit[runtime]
         if runtime in PYTHONS:
@@ -41,15 +49,30 @@ class Runtimes:
     def available(self, runtime: str) -> bool:
         return runtime in PROVIDED or self.interpreter(runtime) is not None
 
-    def command(self, runtime: str, task_root: str, runtime_dir: str) -> list[str]:
-        """argv that starts the runtime, with paths as the execution environment sees them."""
+    def found(self) -> list[str]:
+        """Every runtime this host can run (what `kindling serve` says at start)."""
+        return [r for r in PYTHONS + NODES if self.interpreter(r) is not None] + list(PROVIDED)
+
+    def command(self, runtime: str, task_root: str, runtime_dir: str, lang_dir: str | None = None,
+                wrapper: str | None = None, memory_mb: int = 128) -> list[str]:
+        """argv that starts the runtime, with paths as the execution environment sees them: the interpreter at
+        ``lang_dir``/bin when the environment sees its prefix there, else at its host path. ``wrapper``
+        (AWS_LAMBDA_EXEC_WRAPPER, managed runtimes): the start command becomes its arguments, as on Lambda.
+        ``memory_mb``: the function's MemorySize, which Node's heap is sized from."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
         if interpreter is None:
             raise LookupError(runtime)
-        # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
-        return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+        if runtime in NODES:
+            shown = f"{lang_dir}/bin/node" if lang_dir is not None else interpreter
+            argv = node.command(shown, runtime_dir, memory_mb)
+        else:
+            if lang_dir is not None:
+                interpreter = f"{lang_dir}/bin/{runtime}"
+            # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
+            argv = [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+        return [wrapper, *argv] if wrapper else argv
 
     def precompile(self) -> None:
         """Compile the bootstrap's code cache (and the bytecode of the AWS SDK the runtimes carry) for every
@@ -66,11 +89,20 @@ class Runtimes:
             subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
+        node.install_runtime(BOOTSTRAP.parent)
 
     def prefixes(self) -> list[str]:
         """Install prefixes of every interpreter found: environments see them read-only."""
-        found = (self.interpreter(r) for r in PYTHONS + tuple(self.explicit))
+        found = (self.interpreter(r) for r in PYTHONS + NODES + tuple(self.explicit))
         return [str(Path(p).resolve().parent.parent) for p in found if p]
+
+
+def exec_wrapper(config: dict[str, Any]) -> str | None:
+    """The function's AWS_LAMBDA_EXEC_WRAPPER, for the Node.js runtimes. (Python's zygotes and templates start
+    without the function's argv: a wrapper there needs them to start fresh, which the layout's change does.)"""
+    if config.get("Runtime") not in NODES:
+        return None
+    return ((config.get("Environment") or {}).get("Variables") or {}).get(node.WRAPPER) or None
 
 
 @cache
