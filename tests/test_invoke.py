@@ -209,6 +209,13 @@ def test_handler_exception(lam, create_function):
         '  File "<path>app.py", line 2, in handler\n    raise Exception("Handler fails")\n']})
 
 
+def test_a_huge_error_message_is_still_the_functions_error(lam, create_function):
+    # Its X-Ray cause would make a request head over the Runtime API's 64 KiB: the runtime leaves the cause out
+    code = 'def handler(event, context):\n    raise ValueError("x" * 200_000)\n'
+    _, body = _error_invoke(lam, create_function, code)
+    assert body["errorType"] == "ValueError" and len(body["errorMessage"]) == 200_000
+
+
 def test_init_exception(lam, create_function):
     _, body = _error_invoke(lam, create_function, 'raise Exception("Runtime startup fails")\n')
     assert body["errorType"] == "Exception" and body["errorMessage"] == "Runtime startup fails"

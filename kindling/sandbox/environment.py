@@ -35,6 +35,8 @@ READ_CHUNK = 4096  # bytes of an environment's output read at once (at most 2,04
 TURN_BUDGET = 262144  # log-rate cost of the output taken per event-loop turn (at least one read): a flood
 #                       cannot hold the loop; the rest is read on the next turn
 DRAIN_BUDGET = 16 << 20  # ... and when an invoke ends (the runtime flushed: all it wrote is in the pipe)
+ERROR_SETTLE = 0.2  # seconds a runtime has, after a function error, to ask for its next event or exit before it
+#                    is frozen and kept (kindling.sandbox.environment.ExecutionEnvironment._ready_or_gone)
 OUTPUT_PAUSE = 0.1  # seconds an environment's output rests when it is over its log rate (its writes wait)
 
 
@@ -115,6 +117,7 @@ class ExecutionEnvironment:
         self._invoke_started = 0.0
         self._tail = ""
         self._partial = b""
+        self._asked: asyncio.Event | None = None  # set when the runtime asks for its next event or exits
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +202,8 @@ class ExecutionEnvironment:
     def _exited(self, code: int) -> None:
         self._drain()
         self.dead = True
+        if self._asked is not None:
+            self._asked.set()
         if self.credentials is not None:
             self.credentials.release_credentials(self.id)
         loop = asyncio.get_running_loop()
@@ -240,7 +245,10 @@ class ExecutionEnvironment:
         if not self.initialized.is_set():
             self._timer = loop.call_later(INIT_TIMEOUT + timeout, self._timed_out, timeout)
         try:
-            return await self._result
+            result = await self._result
+            if result.function_error and not self.dead:
+                await self._ready_or_gone()
+            return result
         finally:
             if self.process is not None and not self.dead:
                 self.process.freeze(True)  # no CPU between invokes, as on Lambda
@@ -250,6 +258,20 @@ class ExecutionEnvironment:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    async def _ready_or_gone(self) -> None:
+        """After a function error, until the runtime asks for its next event or exits (bounded): a runtime that
+        exits after reporting an uncaught error (Node's does) must not be frozen alive and handed the next
+        invoke, which would then fail; as on Lambda, that invoke gets a new environment."""
+        if self._pending is not None and not self._pending.done():
+            return
+        self._asked = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._asked.wait(), ERROR_SETTLE)
+        except TimeoutError:
+            pass
+        finally:
+            self._asked = None
 
     def _deliver(self) -> None:
         req = self._current
@@ -331,6 +353,8 @@ class ExecutionEnvironment:
             if self.process is not None:
                 self.process.limit_cpu()  # init ran at full speed, invokes get CPU in proportion to memory
         pending = self._pending = asyncio.get_running_loop().create_future()
+        if self._asked is not None:
+            self._asked.set()
         if self._current is not None and self._result is not None and not self._result.done():
             self._deliver()
         return await pending

@@ -788,8 +788,9 @@ def _handle_invoke(client, request_handler, headers, body):
         extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error["errorType"])
         if xray is not None:
             try:
+                # (at most 32 KiB: the Runtime API refuses request heads over 64 KiB, which would lose the error)
                 cause = json_dumps(xray).encode("utf-8")
-                if len(cause) < 1024 * 1024 and b"\r" not in cause and b"\n" not in cause:
+                if len(cause) < 32 * 1024 and b"\r" not in cause and b"\n" not in cause:
                     extra += b"Lambda-Runtime-Function-XRay-Error-Cause: %s\r\n" % cause
             except Exception:
                 pass
