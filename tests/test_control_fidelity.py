@@ -385,6 +385,23 @@ def test_tag_and_untag_change_the_revision(lam, fn) -> None:  # noqa: ANN001
     assert lam.publish_version(FunctionName=name)["Version"] == "1"
 
 
+def test_tagging_keeps_the_functions_environments_warm(lam) -> None:  # noqa: ANN001
+    name = unique("fid")
+    code = "import uuid\nME = uuid.uuid4().hex\ndef handler(event, context):\n    return ME\n"
+    fn = lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                             Code={"ZipFile": make_zip({"app.py": code})})
+    try:
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=FAST)
+        first = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+        # When its tags change (and with them its RevisionId)
+        lam.tag_resource(Resource=fn["FunctionArn"], Tags={"team": "a"})
+        lam.untag_resource(Resource=fn["FunctionArn"], TagKeys=["team"])
+        # Then the next invoke runs in the same, warm environment
+        assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == first
+    finally:
+        lam.delete_function(FunctionName=name)
+
+
 def test_the_update_that_removes_the_dead_letter_config_still_shows_it(lam) -> None:  # noqa: ANN001
     name, target = unique("fid"), "arn:aws:sqs:us-east-1:000000000000:dlq"
     lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="handler.handler",

@@ -420,11 +420,11 @@ class FunctionService:
         return {}
 
     def _set_tags(self, name: str, tags: dict[str, str]) -> None:
-        """Tags change $LATEST's RevisionId, as on AWS; they are no change a new version would be published for."""
+        """Tags change $LATEST's RevisionId, as on AWS; they are no change a new version would be published for,
+        nor one its environments see (they stay warm: FunctionVersion.key)."""
         moved = self.store.set_tags(name, tags)
         if moved is not None:
             self.versions.carry(name, *moved)
-            self._changed(name, LATEST)
 
     def list_tags(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"Tags": self._tag_target(p["Resource"]).tags}

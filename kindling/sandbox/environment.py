@@ -12,6 +12,8 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import os
@@ -40,6 +42,11 @@ ERROR_SETTLE = 0.2  # seconds a runtime has, after a function error, to ask for 
 OUTPUT_PAUSE = 0.1  # seconds an environment's output rests when it is over its log rate (its writes wait)
 
 
+# What an environment does not see of its configuration: changes to these alone keep its environments
+_NOT_RUN = frozenset(("RevisionId", "State", "StateReason", "StateReasonCode", "LastUpdateStatus",
+                      "LastUpdateStatusReason", "LastUpdateStatusReasonCode"))
+
+
 @dataclasses.dataclass(frozen=True)
 class FunctionVersion:
     """Everything an environment needs to know about the code it runs."""
@@ -55,9 +62,12 @@ class FunctionVersion:
     egress: list[dict[str, Any]] | None = None
     image: ImageRun | None = None  # a container-image function's root, command and ENV (kindling.images.run)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str, str]:
-        return self.name, self.version, self.config["RevisionId"]
+        """Environments of one key run the same code and configuration: the RevisionId alone would not do, as
+        tagging moves it (as on AWS) and must not cost a cold start."""
+        significant = {k: v for k, v in self.config.items() if k not in _NOT_RUN}
+        return self.name, self.version, hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
 
 
 class CredentialSource(Protocol):
