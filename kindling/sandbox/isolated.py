@@ -60,7 +60,8 @@ class IsolatedBackend:
         ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
                               "instance": instance, "network": network_mode, "exposed": exposed or {},
-                              "nameservers": nameservers() if network_mode == "internet" else []}).encode())
+                              "nameservers": nameservers() if network_mode == "internet" else [],
+                              "tmp_dir": str(data_dir / "tmp-storage")}).encode())
         self.sock = ours
         self.sock.setblocking(False)
         self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}

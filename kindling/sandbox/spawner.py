@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pyseccomp
 
@@ -42,6 +43,7 @@ from kindling.sandbox import linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT, Config, Shell, _close
 from kindling.sandbox.template import CLONE_NEWUSER, Spare, Template
+from kindling.sandbox.tmp_storage import TmpStorage, attach_in
 from kindling.sandbox.verify import REJECTED
 
 __all__ = ["MSG", "RUNTIME_API", "RUNTIME_DIR", "TASK_ROOT", "Spawner", "main"]  # the constants: re-exported
@@ -118,6 +120,20 @@ class Spawner:
             print(f"kindling spawner: could not set up the network plane ({exc}); execution environments get "
                   "loopback only (network=none)", file=sys.stderr)
             self.plane = Plane(cfg.instance, "none", {})
+        self.tmp = TmpStorage(Path(cfg.tmp_dir), cfg.uid, cfg.gid, depth=max(1, cfg.pool))
+        if not self.tmp.available:
+            print(f"kindling spawner: execution environments' /tmp is a tmpfs charged to their memory "
+                  f"({self.tmp.why}); it is on disk where Kindling runs as root with loop devices and mkfs.ext4",
+                  file=sys.stderr)
+
+    def take_tmp(self, size_mb: int) -> int:
+        """An environment's /tmp (a detached mount to hand over, then close), or -1: a tmpfs."""
+        try:
+            return self.tmp.take(size_mb)
+        except OSError as exc:
+            print(f"kindling spawner: could not make a /tmp on disk ({exc}); this environment's is a tmpfs",
+                  file=sys.stderr)
+            return -1
 
     def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
         self.notify({"req": req, **doc}, fds)
@@ -129,9 +145,11 @@ class Spawner:
             self.shutdown()
             raise SystemExit(0) from None
 
-    def short(self) -> list[Template | None]:
-        """What to prepare ahead: a template lacking its spare clone, or None for a shell."""
-        out: list[Template | None] = [t for t in self.templates.values() if t.ready and t.spare is None]
+    def short(self) -> list[Template | TmpStorage | None]:
+        """What to prepare ahead: a template lacking its spare clone, a /tmp, or None for a shell."""
+        out: list[Template | TmpStorage | None] = [t for t in self.templates.values() if t.ready and t.spare is None]
+        if self.tmp.short() is not None:
+            out.append(self.tmp)
         return out + [None] * (self.cfg.pool - len(self.pool))
 
     def fill(self) -> None:
@@ -140,8 +158,16 @@ class Spawner:
         short = self.short()
         if not short or time.monotonic() - self.last_request < QUIET:
             return
-        if short[0] is not None:
+        if isinstance(short[0], Template):
             self.begin_spare(short[0])
+            return
+        if short[0] is not None:
+            try:
+                self.tmp.fill()
+            except OSError as exc:
+                print(f"kindling spawner: could not make a /tmp on disk: {exc}; environments get a tmpfs",
+                      file=sys.stderr)
+                self.tmp.available = False
             return
         try:
             self.pool.append(self.shell())
@@ -166,7 +192,11 @@ class Spawner:
             shell.discard()
             self.leftover.append(shell.cgroup)
             raise
-        shell.go(spec, out_fd)
+        tmp_fd = self.take_tmp(spec["tmp_mb"])
+        try:
+            shell.go(spec, out_fd, tmp_fd)
+        finally:
+            _close(tmp_fd)
         self.runtimes[shell.pid] = shell.cgroup
         self.answer(spec["req"], {"ok": True, "pid": shell.pid, "cgroup": shell.id}, [shell.listener])
         os.close(shell.listener)
@@ -179,7 +209,11 @@ class Spawner:
         def network(pid: int) -> None:
             self.plane.attach(pid)
             self.plane.restrict(pid, spec.get("egress"))
-        t = Template(self.cfg, self.template_filter, spec, out_fd, network)
+        tmp_fd = self.take_tmp(spec["tmp_mb"])
+        try:
+            t = Template(self.cfg, self.template_filter, spec, out_fd, network, tmp_fd)
+        finally:
+            _close(tmp_fd)
         self.templates[t.id] = t
         self.sel.register(t.ctl, selectors.EVENT_READ, t)
 
@@ -200,7 +234,7 @@ class Spawner:
 
     def begin_spare(self, t: Template) -> None:
         try:
-            spare = t.start_spare(self.strict_bpf)
+            spare = t.start_spare(self.strict_bpf, -1 if t.zygote else self.take_tmp(t.tmp_mb))
         except verify.Rejected as exc:
             self.reject(t, str(exc))
             return
@@ -224,6 +258,10 @@ class Spawner:
             t.prepare_next()  # the template leaves the spare's cgroup (frozen until it is asked again)
             spare.moved = True
             spare.net = self.plane.attach(spare.host_pid)  # a template's spare may run before "go": its rules now
+            if spare.tmp_fd >= 0:  # its own /tmp, from outside: the template never holds it
+                attach_in(spare.host_pid, spare.tmp_fd)
+                _close(spare.tmp_fd)
+                spare.tmp_fd = -1
             self.plane.restrict(spare.host_pid, None if t.zygote else t.egress)
         if not spare.moved or spare.verified:
             return
@@ -248,9 +286,14 @@ class Spawner:
             if not t.zygote:  # anything it forked since it was checked
                 spare.deadline = 0.0
                 t.check(spare, self.taken_namespaces(spare.host_pid), again=True)
-            if t.zygote:  # a zygote's clone runs its function's init right after "go"
+            tmp_fd = -1
+            if t.zygote:  # a zygote's clone runs its function's init right after "go", in its own /tmp
                 self.plane.restrict(spare.host_pid, spec.get("egress"))
-            t.go(spare, spec, out_fd)
+                tmp_fd = self.take_tmp(spec["tmp_mb"])
+            try:
+                t.go(spare, spec, out_fd, tmp_fd)
+            finally:
+                _close(tmp_fd)
         except verify.Rejected as exc:
             self.answer(spec["req"], {"ok": False, "error": f"template {t.id} {REJECTED}: {exc}"})
             self.reject(t, str(exc))
@@ -497,6 +540,7 @@ class Spawner:
                 time.sleep(0.005)
         for cgroup in groups:
             cgroup.destroy()
+        self.tmp.close()
         try:
             self.plane.close()
         except Exception as exc:  # noqa: BLE001 - what is left is removed by the next server's start
