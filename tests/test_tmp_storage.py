@@ -203,14 +203,14 @@ def test_hostile_tmp_use_is_bounded(hostile_server, bystander):
         # many threads racing to fill it: each gets ENOSPC, none an OOM kill
         got, _ = invoke(lam, name, do="threads", n=16)
         assert set(got["threads"]) == {"ENOSPC"}
-        # inodes run out before the disk does (ext4: one per 16 KiB), bounded
-        got, _ = invoke(lam, name, do="tiny", limit=200_000)
-        assert got["stopped"] == "ENOSPC" and 20_000 < got["files"] < 40_000
         # links cannot leave /tmp (another filesystem), a symlink is only a path in its own view
         got, _ = invoke(lam, name, do="links")
         assert got["hardlink_out"] == "EXDEV" and got["hardlink_in"] in ("EXDEV", "EROFS")
         assert got["symlink_write"] in ("EACCES", "EROFS") and got["symlink_reads"] >= 2
-        assert got["mount_info"] == ["/tmp"] and time.monotonic() - start < 50
+        assert got["mount_info"] == ["/tmp"]
+        # inodes run out before the disk does (ext4: one per 16 KiB), bounded
+        got, _ = invoke(lam, name, do="tiny", limit=200_000)
+        assert got["stopped"] == "ENOSPC" and 20_000 < got["files"] < 40_000 and time.monotonic() - start < 50
         bystander.check()
     finally:
         lam.delete_function(FunctionName=name)

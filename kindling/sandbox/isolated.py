@@ -27,6 +27,7 @@ from pathlib import Path
 from kindling import network
 from kindling.network.plane import nameservers
 from kindling.sandbox.cgroups import Cgroup, remove_stale
+from kindling.sandbox.peak_memory import PeakMemory
 from kindling.sandbox.spawner import MSG, RUNTIME_DIR, TASK_ROOT
 
 
@@ -234,6 +235,7 @@ class IsolatedSandbox:
         os.set_blocking(output_fd, False)
         self.memory_mb = memory_mb
         self.returncode: int | None = None
+        self.peak = PeakMemory(str(cgroup.dirs["memory" if cgroup.v == 1 else "all"] / "cgroup.procs"))
 
     def watch(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int], None]) -> None:
         def exited(code: int) -> None:
@@ -267,7 +269,7 @@ class IsolatedSandbox:
         self.cgroup.limit_cpu(self.memory_mb)
 
     def peak_memory_mb(self) -> int:
-        return self.cgroup.peak_memory_mb()
+        return self.peak.mb(self.memory_mb)
 
     def out_of_memory(self) -> bool:
         return self.cgroup.out_of_memory()
@@ -278,4 +280,5 @@ class IsolatedSandbox:
         except OSError:
             pass
         self.listener.close()
+        self.peak.close()
         self.cgroup.destroy()
