@@ -209,7 +209,7 @@ class Spawner:
         def network(pid: int) -> None:
             self.plane.attach(pid)
             self.plane.restrict(pid, spec.get("egress"))
-        tmp_fd = self.take_tmp(spec["tmp_mb"])
+        tmp_fd = -1 if spec.get("zygote") else self.take_tmp(spec["tmp_mb"])  # a zygote's clones get their own
         try:
             t = Template(self.cfg, self.template_filter, spec, out_fd, network, tmp_fd)
         finally:
