@@ -96,3 +96,13 @@ def test_an_init_that_times_out_is_reported_as_lambda_does(lam, create_function)
     report = re.search(r"\nREPORT RequestId: \S+\tDuration: ([\d.]+) ms\t.*Status: timeout", log)
     assert report is not None and float(report.group(1)) >= 10_000, log
     assert log.index("INIT_REPORT") < log.index("START") < log.index("Task timed out") < log.index("\nREPORT")
+
+
+def test_a_failed_init_in_json_log_format(lam, create_function):
+    _, log, _ = _init_failure(lam, create_function, "raise ValueError('no')\n", LoggingConfig={"LogFormat": "JSON"})
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"type"' in line]
+    init = next(r for r in records if r["type"] == "platform.initReport")
+    assert init["record"]["phase"] == "invoke" and init["record"]["status"] == "error"
+    assert init["record"]["errorType"] and init["record"]["metrics"]["durationMs"] > 0
+    report = next(r for r in records if r["type"] == "platform.report")
+    assert report["record"]["status"] == "error" and report["record"]["errorType"] == init["record"]["errorType"]

@@ -230,3 +230,37 @@ def test_a_template_clones_tmp_is_its_own_disk_of_the_right_size(lam, create_fun
     # its own filesystem on disk (not the template's, where the first environment wrote), of its size
     assert clone["type"] == "snap-start" and clone["tmp"] is None
     assert clone["tmp_mb"] == 1024 and clone["tmp_fs"] == "ext4" and first["tmp_fs"] == "ext4"
+
+
+# -- the spawner's side, in this process (as root) ----------------------------------------------------------
+
+@pytest.mark.parametrize("size_mb", [512, 2049, 10240])
+def test_each_image_says_exactly_its_size_and_leaves_nothing(size_mb, tmp_path):
+    from kindling.sandbox.tmp_storage import TmpStorage
+    storage = TmpStorage(tmp_path / "tmp-storage", 993, 993)
+    assert storage.available, storage.why
+    fds = [storage.take(size_mb) for _ in range(2)]
+    try:
+        for fd in fds:
+            st = os.statvfs(f"/proc/self/fd/{fd}")
+            assert st.f_blocks * st.f_frsize == size_mb << 20
+            assert os.listdir(f"/proc/self/fd/{fd}") == []  # no lost+found
+            assert os.stat(f"/proc/self/fd/{fd}").st_uid == 993
+        assert not [p for p in (tmp_path / "tmp-storage").iterdir() if not p.name.startswith("master-")]
+    finally:
+        for fd in fds:
+            os.close(fd)
+        storage.close()
+    assert list((tmp_path / "tmp-storage").iterdir()) == []
+    deadline = time.monotonic() + 5
+    while _ours(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ours(tmp_path) == []
+
+
+def test_without_mkfs_it_falls_back_to_a_tmpfs(tmp_path, monkeypatch):
+    from kindling.sandbox.tmp_storage import TmpStorage
+    monkeypatch.setenv("PATH", str(tmp_path))
+    storage = TmpStorage(tmp_path / "tmp-storage", 993, 993)
+    assert not storage.available and "mkfs.ext4" in storage.why
+    assert storage.take(512) == -1 and storage.short() is None
