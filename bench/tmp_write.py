@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from invoke_latency import Lean, make_zip, start_server
+import boto3
+from invoke_latency import ACCESS_KEY, REGION, ROLE, SECRET_KEY, Lean, make_zip, start_server
 
 MB = 256
 WRITER = f'''
@@ -60,11 +61,12 @@ def main() -> None:
         srv, port, _ = start_server(Path(tmp), [])
         try:
             lean = Lean(port)
-            body = json.dumps({"FunctionName": "tmp-writer", "Runtime": "python3.12", "Role":
-                               "arn:aws:iam::000000000000:role/lambda-role", "Handler": "app.handler",
-                               "MemorySize": 1769, "Timeout": 120, "EphemeralStorage": {"Size": 1024},
-                               "Code": {"ZipFile": __import__("base64").b64encode(make_zip(WRITER)).decode()}})
-            lean.call("POST", "/2015-03-31/functions", body.encode(), {"Content-Type": "application/json"})
+            client = boto3.client("lambda", endpoint_url=lean.base, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                                  aws_secret_access_key=SECRET_KEY)
+            client.create_function(FunctionName="tmp-writer", Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                                   MemorySize=1769, Timeout=120, EphemeralStorage={"Size": 1024},
+                                   Code={"ZipFile": make_zip(WRITER)})
+            client.close()
             inside, outside, size = [], [], 0
             for _ in range(n):
                 _, _, data = lean.invoke("tmp-writer")

@@ -285,6 +285,8 @@ class TmpStorage:
             mount = _fsmount(dev)
         finally:
             os.close(dev)  # the filesystem holds it now (or, if it failed, the device detaches)
+        if copy:  # its size was found when its master was made
+            return mount, blocks
         try:
             stat = os.statvfs(f"/proc/self/fd/{mount}")
         except OSError:
