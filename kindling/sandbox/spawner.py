@@ -259,7 +259,7 @@ class Spawner:
             spare.moved = True
             spare.net = self.plane.attach(spare.host_pid)  # a template's spare may run before "go": its rules now
             if spare.tmp_fd >= 0:  # its own /tmp, from outside: the template never holds it
-                attach_in(spare.host_pid, spare.tmp_fd)
+                attach_in(fd, spare.tmp_fd)
                 _close(spare.tmp_fd)
                 spare.tmp_fd = -1
             self.plane.restrict(spare.host_pid, None if t.zygote else t.egress)

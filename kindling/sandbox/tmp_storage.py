@@ -76,23 +76,24 @@ def attach(mount_fd: int, target: str) -> None:
            f"move_mount {target}")
 
 
-def attach_in(pid: int, mount_fd: int, target: str = "/tmp") -> None:
-    """Attach a detached mount at ``target`` in the mount namespace of process ``pid`` (a template's clone),
-    from outside: this (single-threaded, root) process enters that namespace for the call and comes back.
-    Only that namespace changes, whatever its owner did to it; a target that is not a directory fails."""
+def attach_in(pidfd: int, mount_fd: int, target: str = "/tmp") -> None:
+    """Attach a detached mount at ``target`` in the mount namespace of the process ``pidfd`` refers to (a
+    template's clone; a pidfd, so never another process that got its PID), from outside: this
+    (single-threaded, root) process enters that namespace for the one call and comes back. Only that
+    namespace changes, whatever its owner did to it: "/" is its root, and a ``target`` that is a symlink is
+    not followed (nor is one that is not a directory mounted on)."""
     home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    theirs = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(theirs)
+        _setns(pidfd)
         try:
             attach(mount_fd, target)
         finally:
             _setns(home)  # back in its own namespace (at its root: the spawner's is the host's "/")
             os.fchdir(cwd)
     finally:
-        for fd in (home, cwd, theirs):
-            os.close(fd)
+        os.close(home)
+        os.close(cwd)
 
 
 def _setns(fd: int) -> None:
