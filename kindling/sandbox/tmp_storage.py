@@ -139,6 +139,14 @@ def _fsmount(dev_fd: int) -> int:
         os.close(fs)
 
 
+def _identity(fd: int) -> tuple[int, int]:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return (-1, -1)
+    return st.st_dev, st.st_ino
+
+
 def _sparse_copy(src: str, dst: str, size: int) -> None:
     """Copy the parts of ``src`` that hold data (an empty ext4 is a few hundred KB of them); the rest stays
     holes."""
@@ -170,12 +178,19 @@ class TmpStorage:
         self.spares: dict[int, list[int]] = {MIN_MB: []}  # size → detached mounts ready
         self.why = self._unavailable()
         self.available = not self.why
+        # Every process the spawner forks (shells, templates) would hold a copy of each of these until it execs;
+        # the last close of one that an environment has since finished with is that filesystem's unmount and
+        # its loop device's teardown (~10-20 ms), which would then land on a later cold start. So a child drops
+        # them at once (cheap: the spawner still holds them), each checked to be the same file (not a number
+        # reused since).
+        self.lent: dict[int, tuple[int, int]] = {}  # every mount descriptor made and not yet released
+        os.register_at_fork(after_in_child=self._forget)
         if self.available:
             try:
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 for leftover in folder.iterdir():  # images a crash caught before they were unlinked
                     leftover.unlink()
-                os.close(self.make(MIN_MB))  # the whole way once: says now if this kernel cannot
+                self.release(self.make(MIN_MB))  # the whole way once: says now if this kernel cannot
             except OSError as exc:
                 self.available, self.why = False, str(exc)
 
@@ -189,9 +204,10 @@ class TmpStorage:
             return "no loop devices"
         return ""
 
-    def take(self, size_mb: int) -> int:
+    def take(self, size_mb: int, inherited: bool = False) -> int:
         """A detached mount of an empty filesystem of ``size_mb`` MB for one environment (the caller owns the
-        descriptor: closing it, once attached, leaves the mount to the environment), or -1 for a tmpfs."""
+        descriptor: ``release`` it once handed over; the mount is then the environment's), or -1 for a tmpfs.
+        ``inherited``: for the next process forked, which keeps it (a template's own /tmp)."""
         if not self.available:
             return -1
         size_mb = max(MIN_MB, min(MAX_MB, int(size_mb)))
@@ -201,28 +217,49 @@ class TmpStorage:
             while len(self.spares) >= SIZES_KEPT:  # the size asked for longest ago stops being kept
                 old = next(k for k in self.spares if k != MIN_MB)
                 for fd in self.spares.pop(old):
-                    os.close(fd)
+                    self.release(fd)
         self.spares[size_mb] = ready  # the most recently asked for last
-        return ready.pop(0) if ready else self.make(size_mb)
+        for fd, known in list(self.lent.items()):  # released by someone else (a spare clone killed)
+            if _identity(fd) != known:
+                del self.lent[fd]
+        fd = ready.pop(0) if ready else self.make(size_mb)
+        if inherited:
+            self.lent.pop(fd, None)
+        return fd
 
-    def short(self) -> int | None:
-        """A size lacking its spare, if any."""
+    def release(self, fd: int) -> None:
+        """Close a descriptor ``take`` gave (once handed over)."""
+        if fd >= 0:
+            self.lent.pop(fd, None)
+            os.close(fd)
+
+    def short(self, urgent: bool = False) -> int | None:
+        """A size lacking spares (``urgent``: none is left of it), if any."""
         if not self.available:
             return None
-        return next((size for size, ready in self.spares.items() if len(ready) < self.depth), None)
+        want = 1 if urgent else self.depth
+        return next((size for size, ready in self.spares.items() if len(ready) < want), None)
 
     def fill(self) -> bool:
-        """Make one spare where one is lacking; whether there was anything to do."""
-        size = self.short()
+        """Make one spare where one is lacking (none left of a size first); whether there was anything to do."""
+        size = self.short(urgent=True)
+        size = self.short() if size is None else size
         if size is None:
             return False
         self.spares[size].append(self.make(size))
         return True
 
+    def _forget(self) -> None:
+        for fd, known in self.lent.items():
+            if _identity(fd) == known:
+                os.close(fd)
+        self.lent = {}
+        self.spares = {}
+
     def close(self) -> None:
         for ready in self.spares.values():
             for fd in ready:
-                os.close(fd)
+                self.release(fd)
             ready.clear()
         for master in self.masters.values():
             try:
@@ -235,7 +272,9 @@ class TmpStorage:
         blocks = self.blocks.get(size_mb)
         if blocks is None:
             blocks = self.blocks[size_mb] = self._exact(size_mb)
-        return self._make(blocks, copy=True)[0]
+        fd = self._make(blocks, copy=True)[0]
+        self.lent[fd] = _identity(fd)
+        return fd
 
     def _exact(self, size_mb: int) -> int:
         """The image size (blocks) whose filesystem statfs says is ``size_mb`` MB: ext4 reports its size less
