@@ -55,8 +55,20 @@ class LogFormat:
         return self._record("platform.runtimeDone", LEVELS["DEBUG"], {
             "requestId": request_id, "status": status, "metrics": {"durationMs": round(duration_ms, 3)}})
 
+    def init_report(self, duration_ms: float, status: str, error_type: str | None) -> str | None:
+        """An init that failed during an invoke (Lambda's "suppressed init", phase invoke)."""
+        if not self.json:
+            return (f"INIT_REPORT Init Duration: {duration_ms:.2f} ms\tPhase: invoke\tStatus: {status}"
+                    + (f"\tError Type: {error_type}" if error_type else ""))
+        record: dict[str, Any] = {"initializationType": "on-demand", "phase": "invoke", "status": status,
+                                  "metrics": {"durationMs": round(duration_ms, 3)}}
+        if error_type:
+            record["errorType"] = error_type
+        return self._record("platform.initReport", _INFO, record)
+
     def report(self, text: str, request_id: str, duration_ms: float, memory_mb: int, max_memory_mb: int,
-               init_duration_ms: float | None, restore: bool, status: str | None) -> str | None:
+               init_duration_ms: float | None, restore: bool, status: str | None,
+               error_type: str | None = None) -> str | None:
         """``text``: the REPORT line as the environment wrote it for Text; its JSON record otherwise."""
         if not self.json:
             return text
@@ -69,8 +81,10 @@ class LogFormat:
                                billedRestoreDurationMs=math.ceil(init_duration_ms))
             else:
                 metrics["initDurationMs"] = round(init_duration_ms, 3)
-        return self._record("platform.report", _INFO,
-                            {"requestId": request_id, "metrics": metrics, "status": status or "success"})
+        record = {"requestId": request_id, "metrics": metrics, "status": status or "success"}
+        if error_type:
+            record["errorType"] = error_type
+        return self._record("platform.report", _INFO, record)
 
     # -- application lines --------------------------------------------------------------------------
     def keeps(self, line: str) -> bool:

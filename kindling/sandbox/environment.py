@@ -125,6 +125,9 @@ class ExecutionEnvironment:
         self._result: asyncio.Future[InvokeResult] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._invoke_started = 0.0
+        self._arrived = 0.0  # when the current invoke came in
+        self._started_current = False  # START written for the current invoke
+        self._init_error: str | None = None  # the error type of an init that failed during the current invoke
         self._tail = ""
         self._partial = b""
         self._asked: asyncio.Event | None = None  # set when the runtime asks for its next event or exits
@@ -225,6 +228,9 @@ class ExecutionEnvironment:
             self.server.close()
             self.server = None
         if self._current is not None:
+            if not self.initialized.is_set():
+                self._init_failed("Runtime.OutOfMemory" if proc is not None and proc.out_of_memory()
+                                  else "Runtime.ExitError")
             if proc is not None and proc.out_of_memory():
                 self._fail("Runtime.OutOfMemory",
                            f"RequestId: {self._current.request_id} Error: Runtime exited with error: signal: killed")
@@ -249,6 +255,8 @@ class ExecutionEnvironment:
             self.process.freeze(False)
         self._current = req
         self._tail = ""
+        self._arrived = time.monotonic()
+        self._started_current = False
         self._result = loop.create_future()
         if self._pending is not None and not self._pending.done():
             self._deliver()
@@ -287,6 +295,7 @@ class ExecutionEnvironment:
         req = self._current
         assert req is not None and self._pending is not None
         self._invoke_started = time.monotonic()
+        self._started_current = True
         if self._timer is not None:
             self._timer.cancel()
         timeout = float(self.fn.config["Timeout"])
@@ -316,6 +325,7 @@ class ExecutionEnvironment:
         duration = (time.monotonic() - self._invoke_started) * 1000 if self._invoke_started else 0.0
         self._write_platform(self.log_format.end(req.request_id, duration, status or "success"))
         max_memory = self.process.peak_memory_mb() if self.process else 0
+        error_type, self._init_error = self._init_error, None
         report = (f"REPORT RequestId: {req.request_id}\tDuration: {duration:.2f} ms\t"
                   f"Billed Duration: {max(1, math.ceil(duration))} ms\t"
                   f"Memory Size: {self.fn.config['MemorySize']} MB\t"
@@ -333,9 +343,11 @@ class ExecutionEnvironment:
             self._init_reported = True
         if status:
             report += f"Status: {status}\t"
+        if error_type:
+            report += f"Error Type: {error_type}\t"
         self._write_platform(self.log_format.report(report, req.request_id, duration, int(self.fn.config["MemorySize"]),
                                                     max_memory, result.init_duration_ms, self.template is not None,
-                                                    status))
+                                                    status, error_type))
         self.log.flush()
         result.log_tail = base64.b64encode(self._tail.encode()[-TAIL_BYTES:]).decode()
         self._result.set_result(result)
@@ -346,10 +358,28 @@ class ExecutionEnvironment:
         body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
         self._finish(InvokeResult(body, "Unhandled"), status, last_line)
 
+    def _init_failed(self, error_type: str | None, status: str = "error") -> None:
+        """An init that failed (raised, exited, timed out) during an invoke, logged as Lambda logs it: the
+        runtime's own lines, INIT_REPORT with the init's real duration, then START; the invoke's END and
+        REPORT (its Duration counts the init, its Status and Error Type say what failed) follow."""
+        req = self._current
+        if req is None or self._started_current:
+            return
+        self._drain()
+        now = time.monotonic()
+        self._write_platform(self.log_format.init_report((now - self._started) * 1000, status, error_type))
+        self._invoke_started = self._arrived or now
+        self._started_current = True
+        self._init_error = error_type
+        self._init_reported = True  # its REPORT has no Init Duration: the invoke's Duration counts it
+        self._write_platform(self.log_format.start(req.request_id, self.fn.version))
+
     def _timed_out(self, timeout: float) -> None:
         req = self._current
         if req is None:
             return
+        if not self.initialized.is_set():
+            self._init_failed(None, "timeout")
         self._fail("Sandbox.Timedout", f"RequestId: {req.request_id} Error: Task timed out after {timeout:.2f} seconds",
                    status="timeout",
                    last_line=f"{_iso_now()} {req.request_id} Task timed out after {timeout:.2f} seconds")
@@ -393,7 +423,7 @@ class ExecutionEnvironment:
     def init_error(self, body: bytes, error_type: str | None) -> None:
         self.initialized.set()
         if self._current is not None:
-            self._invoke_started = time.monotonic()
+            self._init_failed(error_type or "Runtime.Unknown")
             self._finish(InvokeResult(_error_body(body, error_type), "Unhandled"), "error")
         self.shutdown()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 from kindling.sandbox import linux
 
@@ -38,8 +39,9 @@ def _expect(path: str, kind: int) -> None:
         raise OSError(f"the image's {path.rsplit('/.image', 1)[-1]} is not a real directory or file")
 
 
-def pivot(images_dir: str, uid: int, gid: int, root: str, spec: dict, out_fd: int) -> None:
-    """Like shell._pivot, into the image: mounts, pivot, the environment's stdio; resolves argv[0] on PATH."""
+def pivot(images_dir: str, root: str, spec: dict, out_fd: int, mount_tmp: Callable[[str], None]) -> None:
+    """Like shell._pivot, into the image: mounts (``mount_tmp`` the environment's /tmp at the path given), pivot,
+    the environment's stdio; resolves argv[0] on PATH."""
     image = checked(images_dir, spec["image_root"])
     new = root + NEW_ROOT
     os.mkdir(new)
@@ -51,8 +53,7 @@ def pivot(images_dir: str, uid: int, gid: int, root: str, spec: dict, out_fd: in
         _expect(new + f, stat.S_IFREG)
     linux.mount(root + "/dev", new + "/dev", None, MS_MOVE)
     linux.mount(root + "/proc", new + "/proc", None, MS_MOVE)
-    linux.mount("tmpfs", new + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"size={int(spec['tmp_mb'])}m,mode=0700,uid={uid},gid={gid}")
+    mount_tmp(new + "/tmp")
     for f in ("/etc/resolv.conf", "/etc/hosts"):
         linux.mount(root + f, new + f, None, linux.MS_BIND)
         linux.mount(root + f, new + f, None, RO)

@@ -27,6 +27,7 @@ from pathlib import Path
 from kindling import network
 from kindling.network.plane import nameservers
 from kindling.sandbox.cgroups import Cgroup, remove_stale
+from kindling.sandbox.peak_memory import PeakMemory
 from kindling.sandbox.spawner import MSG, RUNTIME_DIR, TASK_ROOT
 
 
@@ -61,7 +62,8 @@ class IsolatedBackend:
                               "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
                               "instance": instance, "network": network_mode, "exposed": exposed or {},
                               "nameservers": nameservers() if network_mode == "internet" else [],
-                              "images_dir": str(data_dir.resolve() / "code" / ".images")}).encode())
+                              "images_dir": str(data_dir.resolve() / "code" / ".images"),
+                              "tmp_dir": str(data_dir / "tmp-storage")}).encode())
         self.sock = ours
         self.sock.setblocking(False)
         self.waiting: dict[int, asyncio.Future[tuple[dict, list[int]]]] = {}
@@ -234,6 +236,7 @@ class IsolatedSandbox:
         os.set_blocking(output_fd, False)
         self.memory_mb = memory_mb
         self.returncode: int | None = None
+        self.peak = PeakMemory(str(cgroup.dirs["memory" if cgroup.v == 1 else "all"] / "cgroup.procs"))
 
     def watch(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[int], None]) -> None:
         def exited(code: int) -> None:
@@ -267,7 +270,7 @@ class IsolatedSandbox:
         self.cgroup.limit_cpu(self.memory_mb)
 
     def peak_memory_mb(self) -> int:
-        return self.cgroup.peak_memory_mb()
+        return self.peak.mb(self.memory_mb)
 
     def out_of_memory(self) -> bool:
         return self.cgroup.out_of_memory()
@@ -278,4 +281,5 @@ class IsolatedSandbox:
         except OSError:
             pass
         self.listener.close()
+        self.peak.close()
         self.cgroup.destroy()

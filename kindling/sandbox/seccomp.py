@@ -27,8 +27,9 @@ CLONE_NEW_FLAGS = 0x7E020000
 
 
 # A template makes its clones' namespaces and mounts (inside its own user namespace) before they
-# drop every capability and load the strict filter on top.
-TEMPLATE_ALLOWED = ("mount", "unshare")
+# drop every capability and load the strict filter on top; a zygote's clone attaches the /tmp the spawner
+# made for it (a detached mount it was given: move_mount adds nothing mount(2) could not do there).
+TEMPLATE_ALLOWED = ("mount", "unshare", "move_mount")
 
 
 def build(template: bool = False) -> seccomp.SyscallFilter:

@@ -21,6 +21,7 @@ import uuid
 from kindling.network import RUNTIME_API_ADDRESS, RUNTIME_API_PORT
 from kindling.sandbox import image_root, linux
 from kindling.sandbox.cgroups import Cgroup
+from kindling.sandbox.tmp_storage import attach as attach_tmp
 
 RUNTIME_API = (RUNTIME_API_ADDRESS, RUNTIME_API_PORT)  # on the environment's loopback (kindling.network.veth)
 IP_FREEBIND = 15  # bind to the Runtime API's address before the spawner has put it on the loopback
@@ -52,6 +53,8 @@ class Config:
                                                     for port, (host, to) in doc.get("exposed", {}).items()}
         self.nameservers: list[str] = doc.get("nameservers", [])  # the environments' /etc/resolv.conf
         self.images_dir: str = doc.get("images_dir", "")  # unpacked container images (kindling.sandbox.image_root)
+        # where environments' /tmp images are made (kindling.sandbox.tmp_storage)
+        self.tmp_dir: str = doc.get("tmp_dir") or os.path.join(os.path.dirname(self.mount_point), "tmp-storage")
 
 
 class Shell:
@@ -80,9 +83,10 @@ class Shell:
                 self.cgroup.destroy()
                 raise OSError(msg.decode(errors="replace") or "sandbox shell died during set-up")
 
-    def go(self, spec: dict, out_fd: int) -> None:
+    def go(self, spec: dict, out_fd: int, tmp_fd: int = -1) -> None:
+        """Start the runtime; ``tmp_fd``: its /tmp, a detached mount (kindling.sandbox.tmp_storage), or -1."""
         self.cgroup.set_memory(int(spec["memory_mb"]))
-        socket.send_fds(self.ctl, [json.dumps(spec).encode()], [out_fd])
+        socket.send_fds(self.ctl, [json.dumps(spec).encode()], [out_fd] if tmp_fd < 0 else [out_fd, tmp_fd])
         self.ctl.close()
 
     def discard(self) -> None:
@@ -132,12 +136,12 @@ def _shell_main(cfg: Config, sfilter: object, cgroup: Cgroup, ctl: socket.socket
         socket.send_fds(ctl, [b"api"], [listener.fileno()])
         listener.close()
         ctl.settimeout(None)
-        msg, fds, _, _ = socket.recv_fds(ctl, MSG, 1)
+        msg, fds, _, _ = socket.recv_fds(ctl, MSG, 2)
         if not msg:
             os._exit(0)  # discarded before use
         spec = json.loads(msg)
         out_fd = fds[0]
-        _enter(cfg, root, spec, out_fd, sfilter)
+        _enter(cfg, root, spec, out_fd, sfilter, fds[1] if len(fds) > 1 else -1)
     except BaseException as exc:
         why = f"{type(exc).__name__}: {exc}".encode()[:200]
         if out_fd >= 0:  # after "go" no one reads the control socket: say it in the environment's log
@@ -198,12 +202,13 @@ def _assemble_root(cfg: Config, root: str) -> None:
     linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
-def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> None:
+def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object, tmp_fd: int = -1) -> None:
     """Bind the code, mount /tmp, pivot into the root, become the function's user, exec the runtime."""
     if "image_root" in spec:  # a container-image function: the image is the root (kindling.sandbox.image_root)
-        image_root.pivot(cfg.images_dir, cfg.uid, cfg.gid, root, spec, out_fd)
+        image_root.pivot(cfg.images_dir, root, spec, out_fd,
+                         lambda at: _mount_tmp(cfg, at, int(spec["tmp_mb"]), tmp_fd))
     else:
-        _pivot(cfg, root, spec, out_fd)
+        _pivot(cfg, root, spec, out_fd, tmp_fd)
     os.closerange(3, 65536)
     linux.drop_bounding_set()
     os.setgroups([])
@@ -212,10 +217,9 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
     _exec(spec, sfilter)
 
 
-def _pivot(cfg: Config, root: str, spec: dict, out_fd: int) -> None:
+def _pivot(cfg: Config, root: str, spec: dict, out_fd: int, tmp_fd: int = -1) -> None:
     _bind(spec["task_root"], root + TASK_ROOT)
-    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"size={int(spec['tmp_mb'])}m,mode=0700,uid={cfg.uid},gid={cfg.gid}")
+    _mount_tmp(cfg, root + "/tmp", int(spec["tmp_mb"]), tmp_fd)
     os.makedirs(root + "/.old")
     linux.pivot_root(root, root + "/.old")
     os.chdir("/")
@@ -227,6 +231,17 @@ def _pivot(cfg: Config, root: str, spec: dict, out_fd: int) -> None:
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     linux.sethostname("localhost")
+
+
+def _mount_tmp(cfg: Config, at: str, size_mb: int, tmp_fd: int) -> None:
+    """/tmp: the environment's own filesystem on disk (kindling.sandbox.tmp_storage); where the spawner
+    has none to give, a tmpfs of EphemeralStorage's size charged to the environment's memory."""
+    if tmp_fd >= 0:
+        attach_tmp(tmp_fd, at)
+        os.close(tmp_fd)
+    else:
+        linux.mount("tmpfs", at, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                    f"size={size_mb}m,mode=0700,uid={cfg.uid},gid={cfg.gid}")
 
 
 def _exec(spec: dict, sfilter: object) -> None:

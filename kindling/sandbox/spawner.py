@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pyseccomp
 
@@ -42,11 +43,15 @@ from kindling.sandbox import linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT, Config, Shell, _close
 from kindling.sandbox.template import CLONE_NEWUSER, Spare, Template
+from kindling.sandbox.tmp_storage import TmpStorage, attach_in
 from kindling.sandbox.verify import REJECTED
 
 __all__ = ["MSG", "RUNTIME_API", "RUNTIME_DIR", "TASK_ROOT", "Spawner", "main"]  # the constants: re-exported
 
 QUIET = 0.05  # seconds without requests before preparing sandboxes ahead
+# ... and before making a /tmp that is not needed yet (one of its size is still ready): made at once, it would
+# compete for the CPU with the init of the environment that took the last one (a fresh interpreter's ~50 ms)
+TMP_QUIET = 0.2
 DROP_WAIT = 1.0  # seconds a zygote's clone has, after "go", to drop its privileges and pass the check
 WAKE = 0.2  # seconds a frozen template is thawed for, to reap a clone that exited
 POLL = 0.002  # how often a clone that said it dropped its privileges is looked at again until it passes
@@ -118,6 +123,20 @@ class Spawner:
             print(f"kindling spawner: could not set up the network plane ({exc}); execution environments get "
                   "loopback only (network=none)", file=sys.stderr)
             self.plane = Plane(cfg.instance, "none", {})
+        self.tmp = TmpStorage(Path(cfg.tmp_dir), cfg.uid, cfg.gid, depth=max(1, cfg.pool))
+        if not self.tmp.available:
+            print(f"kindling spawner: execution environments' /tmp is a tmpfs charged to their memory "
+                  f"({self.tmp.why}); it is on disk where Kindling runs as root with loop devices and mkfs.ext4",
+                  file=sys.stderr)
+
+    def take_tmp(self, size_mb: int, inherited: bool = False) -> int:
+        """An environment's /tmp (a detached mount to hand over, then release), or -1: a tmpfs."""
+        try:
+            return self.tmp.take(size_mb, inherited)
+        except OSError as exc:
+            print(f"kindling spawner: could not make a /tmp on disk ({exc}); this environment's is a tmpfs",
+                  file=sys.stderr)
+            return -1
 
     def answer(self, req: int, doc: dict, fds: list[int] | None = None) -> None:
         self.notify({"req": req, **doc}, fds)
@@ -129,19 +148,32 @@ class Spawner:
             self.shutdown()
             raise SystemExit(0) from None
 
-    def short(self) -> list[Template | None]:
-        """What to prepare ahead: a template lacking its spare clone, or None for a shell."""
-        out: list[Template | None] = [t for t in self.templates.values() if t.ready and t.spare is None]
+    def short(self) -> list[Template | TmpStorage | None]:
+        """What to prepare ahead: a template lacking its spare clone, a /tmp of a size none is left of, or
+        None for a shell. (Another /tmp of a size some are left of waits for a longer pause: ``fill``.)"""
+        out: list[Template | TmpStorage | None] = [t for t in self.templates.values() if t.ready and t.spare is None]
+        if self.tmp.short(urgent=True) is not None:
+            out.append(self.tmp)
         return out + [None] * (self.cfg.pool - len(self.pool))
 
     def fill(self) -> None:
         """Prepare one thing ahead (one at a time, so requests never wait long), once requests have
         paused: preparing competes for the CPU with the environment that was just started."""
-        short = self.short()
-        if not short or time.monotonic() - self.last_request < QUIET:
+        short, quiet = self.short(), time.monotonic() - self.last_request
+        if not short and quiet >= TMP_QUIET and self.tmp.short() is not None:
+            short = [self.tmp]
+        if not short or quiet < QUIET:
+            return
+        if isinstance(short[0], Template):
+            self.begin_spare(short[0])
             return
         if short[0] is not None:
-            self.begin_spare(short[0])
+            try:
+                self.tmp.fill()
+            except OSError as exc:
+                print(f"kindling spawner: could not make a /tmp on disk: {exc}; environments get a tmpfs",
+                      file=sys.stderr)
+                self.tmp.available = False
             return
         try:
             self.pool.append(self.shell())
@@ -166,7 +198,11 @@ class Spawner:
             shell.discard()
             self.leftover.append(shell.cgroup)
             raise
-        shell.go(spec, out_fd)
+        tmp_fd = self.take_tmp(spec["tmp_mb"])
+        try:
+            shell.go(spec, out_fd, tmp_fd)
+        finally:
+            self.tmp.release(tmp_fd)
         self.runtimes[shell.pid] = shell.cgroup
         self.answer(spec["req"], {"ok": True, "pid": shell.pid, "cgroup": shell.id}, [shell.listener])
         os.close(shell.listener)
@@ -179,7 +215,11 @@ class Spawner:
         def network(pid: int) -> None:
             self.plane.attach(pid)
             self.plane.restrict(pid, spec.get("egress"))
-        t = Template(self.cfg, self.template_filter, spec, out_fd, network)
+        tmp_fd = -1 if spec.get("zygote") else self.take_tmp(spec["tmp_mb"], inherited=True)  # (a zygote's: a tmpfs)
+        try:
+            t = Template(self.cfg, self.template_filter, spec, out_fd, network, tmp_fd)
+        finally:
+            self.tmp.release(tmp_fd)
         self.templates[t.id] = t
         self.sel.register(t.ctl, selectors.EVENT_READ, t)
 
@@ -200,7 +240,7 @@ class Spawner:
 
     def begin_spare(self, t: Template) -> None:
         try:
-            spare = t.start_spare(self.strict_bpf)
+            spare = t.start_spare(self.strict_bpf, -1 if t.zygote else self.take_tmp(t.tmp_mb))
         except verify.Rejected as exc:
             self.reject(t, str(exc))
             return
@@ -224,6 +264,10 @@ class Spawner:
             t.prepare_next()  # the template leaves the spare's cgroup (frozen until it is asked again)
             spare.moved = True
             spare.net = self.plane.attach(spare.host_pid)  # a template's spare may run before "go": its rules now
+            if spare.tmp_fd >= 0:  # its own /tmp, from outside: the template never holds it
+                attach_in(fd, spare.tmp_fd)
+                self.tmp.release(spare.tmp_fd)
+                spare.tmp_fd = -1
             self.plane.restrict(spare.host_pid, None if t.zygote else t.egress)
         if not spare.moved or spare.verified:
             return
@@ -248,9 +292,14 @@ class Spawner:
             if not t.zygote:  # anything it forked since it was checked
                 spare.deadline = 0.0
                 t.check(spare, self.taken_namespaces(spare.host_pid), again=True)
-            if t.zygote:  # a zygote's clone runs its function's init right after "go"
+            tmp_fd = -1
+            if t.zygote:  # a zygote's clone runs its function's init right after "go", in its own /tmp
                 self.plane.restrict(spare.host_pid, spec.get("egress"))
-            t.go(spare, spec, out_fd)
+                tmp_fd = self.take_tmp(spec["tmp_mb"])
+            try:
+                t.go(spare, spec, out_fd, tmp_fd)
+            finally:
+                self.tmp.release(tmp_fd)
         except verify.Rejected as exc:
             self.answer(spec["req"], {"ok": False, "error": f"template {t.id} {REJECTED}: {exc}"})
             self.reject(t, str(exc))
@@ -497,6 +546,7 @@ class Spawner:
                 time.sleep(0.005)
         for cgroup in groups:
             cgroup.destroy()
+        self.tmp.close()
         try:
             self.plane.close()
         except Exception as exc:  # noqa: BLE001 - what is left is removed by the next server's start
@@ -524,8 +574,8 @@ class Spawner:
             except Exception as exc:  # noqa: BLE001 - a bug here must not stop every cold start
                 print(f"kindling spawner: {exc!r}; it goes on", file=sys.stderr)
                 wait = 0.1
-            if self.short():
-                ahead = max(0.0, QUIET - (time.monotonic() - self.last_request))
+            if self.short() or self.tmp.short() is not None:
+                ahead = max(0.0, (QUIET if self.short() else TMP_QUIET) - (time.monotonic() - self.last_request))
                 wait = ahead if wait is None else min(wait, ahead)
             if self.leftover:
                 wait = 0.1 if wait is None else min(wait, 0.1)

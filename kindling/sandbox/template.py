@@ -54,10 +54,13 @@ class Spare:
         self.ns: set[str] = set()  # their namespaces
         self.net = ""  # the network namespace the spawner configured (every task must be in it)
         self.go: tuple[int, dict] | None = None  # a zygote's clone after "go": the request to answer
+        self.tmp_fd = -1  # a template's clone: its /tmp, attached by the spawner once it knows its PID
 
     def close(self) -> None:
         _close(self.listener)
         self.listener = -1
+        _close(self.tmp_fd)
+        self.tmp_fd = -1
         self.sock.close()
 
 
@@ -69,7 +72,7 @@ class Template:
     hint; a clone is used only once the spawner has checked it from outside (kindling.sandbox.verify)."""
 
     def __init__(self, cfg: Config, tfilter: object, spec: dict, out_fd: int,
-                 network: Callable[[int], None] = lambda pid: None) -> None:
+                 network: Callable[[int], None] = lambda pid: None, tmp_fd: int = -1) -> None:
         self.cfg = cfg
         self.id = spec["template"]
         self.egress: list[dict] | None = spec.get("egress")  # its version's egress rules (a VPC function)
@@ -83,7 +86,7 @@ class Template:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _template_main(cfg, tfilter, self.cgroup, theirs, spec, out_fd)  # never returns
+            _template_main(cfg, tfilter, self.cgroup, theirs, spec, out_fd, tmp_fd)  # never returns
         theirs.close()
         os.close(out_fd)
         self.ctl = ours
@@ -165,8 +168,10 @@ class Template:
                     pass
         return None
 
-    def start_spare(self, strict_bpf: str) -> Spare:
-        """Ask the template for the next environment, in the cgroup it sits in (unlimited while it is made)."""
+    def start_spare(self, strict_bpf: str, tmp_fd: int = -1) -> Spare:
+        """Ask the template for the next environment, in the cgroup it sits in (unlimited while it is made).
+        ``tmp_fd``: the clone's /tmp (kindling.sandbox.tmp_storage), attached by the spawner from outside once
+        the clone is made (never handed to the template); -1: the clone mounts a tmpfs itself."""
         if self.next is None:
             self.prepare_next()
         assert self.next is not None
@@ -174,10 +179,11 @@ class Template:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         ours.setblocking(False)
         self.spare = Spare(self.next, ours, time.monotonic() + SPARE_DEADLINE)
+        self.spare.tmp_fd = tmp_fd
         self.next.limit_cpu(self.memory_mb, on=False)
         self.thaw(True)
         try:
-            socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "shm_mb": SHM_MB,
+            socket.send_fds(self.ctl, [json.dumps({"tmp_mb": self.tmp_mb, "shm_mb": SHM_MB, "tmp_outside": tmp_fd >= 0,
                                                    "seccomp": strict_bpf}).encode()], [theirs.fileno()])
         except BlockingIOError:
             raise verify.Rejected("it does not read its socket") from None
@@ -265,8 +271,9 @@ class Template:
         spare.ns |= ns
         return True
 
-    def go(self, spare: Spare, spec: dict, out_fd: int) -> None:
-        """Put a spare to use: its memory, its CPU at full speed for its init or restore, then "go"."""
+    def go(self, spare: Spare, spec: dict, out_fd: int, tmp_fd: int = -1) -> None:
+        """Put a spare to use: its memory, its CPU at full speed for its init or restore, then "go".
+        ``tmp_fd``: a zygote's clone's /tmp (it attaches it before any of its function's code runs)."""
         spare.cgroup.set_memory(int(spec.get("memory_mb", self.memory_mb)))
         spare.cgroup.limit_cpu(self.memory_mb, on=False)
         go_msg = {"env": spec["env"], "tmp_mb": spec["tmp_mb"]}
@@ -275,7 +282,7 @@ class Template:
                 raise OSError(f"{spec['task_root']} is not in the code store")
             go_msg["code"] = os.path.basename(spec["task_root"])
         try:
-            socket.send_fds(spare.sock, [json.dumps(go_msg).encode()], [out_fd])
+            socket.send_fds(spare.sock, [json.dumps(go_msg).encode()], [out_fd] if tmp_fd < 0 else [out_fd, tmp_fd])
         except OSError as exc:
             raise verify.Rejected(f"could not start a clone: {exc}") from None
 
@@ -306,13 +313,13 @@ def _is_int(x: object) -> bool:
 
 
 def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.socket, spec: dict,
-                   out_fd: int) -> None:
+                   out_fd: int, tmp_fd: int = -1) -> None:
     """Inside the fork: namespaces and the root as a shell, then a user namespace, then the runtime."""
     try:
         root = _sandbox(cfg, cgroup, ctl)
         if spec.get("zygote"):  # its clones bind their own code from here and hide the rest
             _bind(spec["code_root"], root + "/var/.kindling-code")
-        _pivot(cfg, root, spec, out_fd)
+        _pivot(cfg, root, spec, out_fd, tmp_fd)
         # The clones' namespaces will be owned by this user namespace, where the template holds
         # CAP_SYS_ADMIN and CAP_NET_ADMIN; outside it, it is an unprivileged user like any environment.
         linux.unshare(CLONE_NEWUSER)

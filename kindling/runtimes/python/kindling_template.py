@@ -138,7 +138,7 @@ def _become_clone(spec, report_fd, zygote=False):
     try:
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
-        if not zygote:
+        if not zygote and not spec.get("tmp_outside"):  # else the spawner attaches its /tmp from outside
             _mount_tmp(spec["tmp_mb"])
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         # Its own /dev/shm: the template's (or zygote's) would be shared with every other clone of it.
@@ -161,7 +161,7 @@ def _become_clone(spec, report_fd, zygote=False):
         if not zygote:
             _drop_privileges(bytes.fromhex(spec["seccomp"]))
             report.send(b"dropped")  # the spawner checks this process from outside before using it
-        msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 1)
+        msg, fds, _, _ = socket.recv_fds(report, 1 << 16, 2)
         if not msg:
             os._exit(0)  # discarded unused
         go = json.loads(msg)
@@ -170,10 +170,15 @@ def _become_clone(spec, report_fd, zygote=False):
             _mount(code, "/var/task", None, MS_BIND)
             _mount("none", "/var/task", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
             _mount("tmpfs", "/var/.kindling-code", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-            _mount_tmp(go["tmp_mb"])
+            if len(fds) > 1:  # its own filesystem on disk (kindling.sandbox.tmp_storage)
+                _check(_libc.syscall(429, fds[1], b"", -100, b"/tmp", 4), "move_mount /tmp")  # F_EMPTY_PATH
+            else:
+                _mount_tmp(go["tmp_mb"])
             _drop_privileges(bytes.fromhex(spec["seccomp"]))
             report.send(b"dropped")
         report.close()
+        for extra in fds[1:]:
+            os.close(extra)
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
         os.close(fds[0])
