@@ -41,15 +41,27 @@ class Runtimes:
     def available(self, runtime: str) -> bool:
         return runtime in PROVIDED or self.interpreter(runtime) is not None
 
-    def command(self, runtime: str, task_root: str, runtime_dir: str) -> list[str]:
-        """argv that starts the runtime, with paths as the execution environment sees them."""
+    def command(self, runtime: str, task_root: str, runtime_dir: str, lang_dir: str | None = None,
+                wrapper: str | None = None) -> list[str]:
+        """argv that starts the runtime, with paths as the execution environment sees them: the interpreter at
+        ``lang_dir``/bin when the environment sees its prefix there (kindling.runtimes.layout), else at its host
+        path. ``wrapper`` (AWS_LAMBDA_EXEC_WRAPPER, managed runtimes only): the runtime's start command becomes
+        its arguments, as on Lambda."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
         if interpreter is None:
             raise LookupError(runtime)
+        if lang_dir is not None:
+            interpreter = f"{lang_dir}/bin/{runtime}"
         # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
-        return [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+        argv = [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
+        return [wrapper, *argv] if wrapper else argv
+
+    def lang(self, runtime: str) -> str | None:
+        """The install prefix of ``runtime``'s interpreter on the host (seen at /var/lang inside), if any."""
+        interpreter = self.interpreter(runtime)
+        return str(Path(interpreter).resolve().parent.parent) if interpreter else None
 
     def precompile(self) -> None:
         """Compile the bootstrap's code cache (and the bytecode of the AWS SDK the runtimes carry) for every
@@ -68,9 +80,8 @@ class Runtimes:
         sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
 
     def prefixes(self) -> list[str]:
-        """Install prefixes of every interpreter found: environments see them read-only."""
-        found = (self.interpreter(r) for r in PYTHONS + tuple(self.explicit))
-        return [str(Path(p).resolve().parent.parent) for p in found if p]
+        """Install prefixes of every interpreter found: the only directories a spec may bind at /var/lang."""
+        return sorted({p for r in PYTHONS + tuple(self.explicit) if (p := self.lang(r))})
 
 
 @cache

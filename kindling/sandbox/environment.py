@@ -25,6 +25,7 @@ from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
 from kindling.runtime_api.server import Invocation
+from kindling.runtimes import layout
 from kindling.sandbox import Backend, Sandbox
 
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
@@ -50,6 +51,8 @@ class FunctionVersion:
     # What its environments may reach, for a function in a VPC (kindling.network.vpc): a list of egress
     # rules {"cidr", "protocol", "from_port", "to_port"}; None: the server's default policy.
     egress: list[dict[str, Any]] | None = None
+    # Where its runtime's files come from (kindling.runtimes.layout.spec: /var/lang, the system root, os-release).
+    layout: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -133,7 +136,8 @@ class ExecutionEnvironment:
                 self.zygote, self._environment(), memory, tmp, self.fn.task_root, egress=self.fn.egress)
         else:
             self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
-                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress)
+                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress,
+                                                    layout=self.fn.layout)
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
         self.server = await runtime_api.serve(self.process.listener, self,
@@ -143,6 +147,7 @@ class ExecutionEnvironment:
         c = self.fn.config
         task_root = self.backend.task_root or self.fn.task_root
         env = dict(self.base_env)
+        env.update(layout.variables(c["Runtime"], task_root, self.backend.runtime_dir))
         env.update({
             "_HANDLER": c.get("Handler") or "",
             "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
@@ -151,11 +156,6 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
             "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{c['Runtime']}",
-            "LAMBDA_TASK_ROOT": task_root,
-            "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir,
-            "PYTHONPATH": self.backend.runtime_dir,
-            "PWD": task_root,
         })
         env.update(self.log_format.environment())
         env.update(self._credentials())

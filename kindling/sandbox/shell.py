@@ -19,18 +19,14 @@ import socket
 import uuid
 
 from kindling.network import RUNTIME_API_ADDRESS, RUNTIME_API_PORT
-from kindling.sandbox import linux
+from kindling.sandbox import layout, linux
 from kindling.sandbox.cgroups import Cgroup
+from kindling.sandbox.layout import GROUP, PASSWD, RUNTIME_DIR, SYSTEM_DIRS, TASK_ROOT
 
 RUNTIME_API = (RUNTIME_API_ADDRESS, RUNTIME_API_PORT)  # on the environment's loopback (kindling.network.veth)
 IP_FREEBIND = 15  # bind to the Runtime API's address before the spawner has put it on the loopback
-TASK_ROOT = "/var/task"
-RUNTIME_DIR = "/var/runtime"
-SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 ETC_BINDS = ("/etc/ld.so.cache", "/etc/ssl", "/etc/alternatives", "/etc/ca-certificates")
 DEVICES = ("null", "zero", "full", "random", "urandom")
-PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{uid}:{gid}::/tmp:/sbin/nologin\n"
-GROUP = "root:x:0:\nsbx_user1051:x:{gid}:\n"
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 RO = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
 MSG = 1 << 16
@@ -42,6 +38,8 @@ class Config:
         self.mount_point: str = doc["mount_point"]  # an empty directory to build roots on (in private mounts)
         self.runtime_dir: str = doc["runtime_dir"]
         self.extra_ro: list[str] = doc["extra_ro"]
+        self.langs: list[str] = doc.get("langs", [])  # interpreter prefixes a spec may bind at /var/lang
+        self.system_roots: list[str] = doc.get("system_roots", [])  # custom runtimes' system roots Kindling made
         self.uid: int = doc["uid"]
         self.gid: int = doc["gid"]
         self.pool: int = doc["pool"]
@@ -175,7 +173,7 @@ def _assemble_root(cfg: Config, root: str) -> None:
     for d in cfg.extra_ro:
         _bind(d, root + d)
     _bind(cfg.runtime_dir, root + RUNTIME_DIR)
-    for d in ("/opt", "/etc", "/dev", "/tmp", "/proc", TASK_ROOT):
+    for d in ("/opt", "/etc", "/dev", "/tmp", "/proc", TASK_ROOT, layout.LANG_DIR):
         os.makedirs(root + d, exist_ok=True)
     for name, text in (("passwd", PASSWD), ("group", GROUP), ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
                        ("resolv.conf", "".join(f"nameserver {ns}\n" for ns in cfg.nameservers)),
@@ -201,6 +199,7 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
     """Bind the code, mount /tmp, pivot into the root, become the function's user, exec the runtime."""
     _pivot(cfg, root, spec, out_fd)
     os.closerange(3, 65536)
+    layout.set_limits()
     linux.drop_bounding_set()
     os.setgroups([])
     os.setresgid(cfg.gid, cfg.gid, cfg.gid)
@@ -209,6 +208,8 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
 
 
 def _pivot(cfg: Config, root: str, spec: dict, out_fd: int) -> None:
+    layout.check(spec, cfg.langs, cfg.system_roots)
+    layout.put_in(root, spec, _bind)
     _bind(spec["task_root"], root + TASK_ROOT)
     linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={int(spec['tmp_mb'])}m,mode=0700,uid={cfg.uid},gid={cfg.gid}")

@@ -38,7 +38,7 @@ import time
 import pyseccomp
 
 from kindling.network.plane import Plane
-from kindling.sandbox import linux, seccomp, verify
+from kindling.sandbox import layout, linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT, Config, Shell, _close
 from kindling.sandbox.template import CLONE_NEWUSER, Spare, Template
@@ -159,6 +159,7 @@ class Spawner:
         return shell
 
     def spawn(self, spec: dict, out_fd: int) -> None:
+        layout.check(spec, self.cfg.langs, self.cfg.system_roots)  # before a shell is used up
         shell = self.pool.pop(0) if self.pool else self.shell()
         try:
             self.plane.restrict(shell.pid, spec.get("egress"))
@@ -173,6 +174,11 @@ class Spawner:
 
     # -- templates: everything they say is checked, nothing they do is waited on ---------------------------
     def template(self, spec: dict, out_fd: int) -> None:
+        try:
+            layout.check(spec, self.cfg.langs, self.cfg.system_roots)
+        except layout.LayoutError:
+            os.close(out_fd)
+            raise
         old = self.templates.pop(spec["template"], None)
         if old is not None:
             self.drop_template(old)
