@@ -40,7 +40,7 @@ class InvokeService:
             where = layout.spec(runtime, runtimes.lang(runtime) if backend.lang_dir else None, backend.system_root)
             egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))  # None unless in a VPC
             fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress,
-                                 where)
+                                 where, layout.entrypoint_error(runtime, task_root))
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
             self._versions[key] = fv
         return fv

@@ -9,6 +9,9 @@ compares field by field). The sandbox spawner turns the spec keys made here into
 
 from __future__ import annotations
 
+import os
+import stat
+
 from kindling.sandbox.layout import LANG_DIR, RUNTIME_DIR, TASK_ROOT
 
 __all__ = ["LANG_DIR", "RUNTIME_DIR", "TASK_ROOT", "os_base", "managed", "variables", "spec"]
@@ -27,6 +30,26 @@ def os_base(runtime: str) -> str:
 def managed(runtime: str) -> bool:
     """A runtime Lambda provides (its start command can be wrapped by AWS_LAMBDA_EXEC_WRAPPER)."""
     return not runtime.startswith("provided")
+
+
+def entrypoint_error(runtime: str, host_task_root: str) -> str | None:
+    """Lambda's message when a custom runtime's bootstrap cannot be started (missing, or not executable by the
+    function's user: code is root's, so the "other" bits decide), else None. The code is immutable once stored,
+    so this is known before any environment starts; the invoke answers Runtime.InvalidEntrypoint with it."""
+    if managed(runtime):
+        return None
+    path = os.path.join(host_task_root, "bootstrap")
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode) or \
+            os.path.commonpath([os.path.realpath(host_task_root), real]) != os.path.realpath(host_task_root):
+        return f"Couldn't find valid bootstrap(s): [{TASK_ROOT}/bootstrap /opt/bootstrap]"
+    if not st.st_mode & stat.S_IXOTH:
+        return f"fork/exec {TASK_ROOT}/bootstrap: permission denied"
+    return None
 
 
 def wrapper(config: dict) -> str | None:

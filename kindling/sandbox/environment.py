@@ -53,6 +53,7 @@ class FunctionVersion:
     egress: list[dict[str, Any]] | None = None
     # Where its runtime's files come from (kindling.runtimes.layout.spec: /var/lang, the system root, os-release).
     layout: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    entrypoint_error: str | None = None  # why its runtime cannot start (a custom runtime's missing bootstrap)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -213,7 +214,10 @@ class ExecutionEnvironment:
                 reason = reason.replace("signal: kill", "signal: killed")
             else:
                 reason = f"Runtime exited with error: exit status {code}"
-            if not (proc is not None and proc.out_of_memory()):
+            if self.fn.entrypoint_error and not self.initialized.is_set():  # its exec failed, as Lambda says it
+                self._fail("Runtime.InvalidEntrypoint",
+                           f"RequestId: {self._current.request_id} Error: {self.fn.entrypoint_error}")
+            elif not (proc is not None and proc.out_of_memory()):
                 self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
         if proc is not None:
             proc.close()

@@ -5,7 +5,10 @@ the spec's layout keys are put in, each with a check that it is a path Kindling 
 a spec is only ever Kindling's, but nothing else may be bound into an environment):
 
 - ``lang``: the interpreter's install prefix, bound read-only at /var/lang (two mount calls, ~20 µs: binding
-  it at "go" keeps one pool of shells for every runtime instead of a pool per interpreter);
+  it at "go" keeps one pool of shells for every runtime instead of a pool per interpreter). What is bound is a
+  read-only overlay of the prefix that the spawner mounts once at start (``mount_langs``), given the prefix by
+  a relative name: /proc/self/mountinfo then says ``overlay / /var/lang ... lowerdir=lang:empty``, where a
+  plain bind would show the prefix's host path (``/root/.pyenv/versions/3.12.1``);
 - ``system_root``: a custom runtime's minimal system (kindling.runtimes.system_root), bound over /usr (and any
   other system directory it has), read-only: bash as /bin/sh, coreutils, curl, glibc, and no Python;
 - ``os``: which /etc/os-release to write ("al2023" or "al2").
@@ -17,6 +20,10 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
+import sys
+
+from kindling.sandbox import linux
 
 LANG_DIR = "/var/lang"
 TASK_ROOT = "/var/task"
@@ -76,12 +83,42 @@ def check(spec: dict, langs: list[str], system_roots: list[str]) -> None:
         raise LayoutError(f"os {base!r} is not one of {', '.join(OS_RELEASE)}")
 
 
-def put_in(root: str, spec: dict, bind: object) -> None:
+def mount_langs(langs: list[str], base: str) -> dict[str, str]:
+    """In a mount namespace of the spawner's own (gone with it), a read-only overlay of each interpreter prefix,
+    named by a relative path so that its options show no host path; returns prefix → what to bind at /var/lang
+    (the prefix itself where overlayfs is not available: then mountinfo shows its path)."""
+    if not langs:
+        return {}
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base, mode=0o700)
+    out, here = {}, os.getcwd()
+    for i, lang in enumerate(langs):
+        d = f"{base}/{i}"
+        os.makedirs(d + "/empty")
+        os.makedirs(d + "/mnt")
+        os.symlink(lang, d + "/lang")
+        try:
+            os.chdir(d)  # overlayfs keeps (and shows) the lower directories as given: "lang", "empty"
+            linux.mount("overlay", d + "/mnt", "overlay", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
+                        "lowerdir=lang:empty")
+            out[lang] = d + "/mnt"
+        except OSError as exc:
+            print(f"kindling spawner: no overlay of {lang} ({exc}): environments' mountinfo shows its path",
+                  file=sys.stderr)
+            out[lang] = lang
+        finally:
+            os.chdir(here)
+    return out
+
+
+def put_in(root: str, spec: dict, bind: object, lang_mounts: dict[str, str]) -> None:
     """Put a spec's layout into ``root`` (before the pivot); ``bind(src, dst)`` binds read-only."""
     with open(root + "/etc/os-release", "w") as f:
         f.write(OS_RELEASE[spec.get("os", "al2023")])
     if spec.get("lang"):
-        bind(spec["lang"], root + LANG_DIR)  # type: ignore[operator]
+        bind(lang_mounts.get(spec["lang"], spec["lang"]), root + LANG_DIR)  # type: ignore[operator]
     system = spec.get("system_root")
     if system:
         for d in SYSTEM_DIRS:
@@ -92,4 +129,14 @@ def put_in(root: str, spec: dict, bind: object) -> None:
 def set_limits() -> None:
     """Lambda's resource limits (while still root: raising a hard limit needs it)."""
     for which, (soft, hard) in RLIMITS.items():
-        resource.setrlimit(which, (soft, hard))
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except ValueError:  # above this host's hard limit (no CAP_SYS_RESOURCE, as in a container): as far as it goes
+            _, most = resource.getrlimit(which)
+            resource.setrlimit(which, (_min(soft, most), _min(hard, most)))
+
+
+def _min(a: int, b: int) -> int:
+    if a == INF:
+        return b
+    return a if b == INF else min(a, b)

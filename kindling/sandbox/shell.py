@@ -40,6 +40,7 @@ class Config:
         self.extra_ro: list[str] = doc["extra_ro"]
         self.langs: list[str] = doc.get("langs", [])  # interpreter prefixes a spec may bind at /var/lang
         self.system_roots: list[str] = doc.get("system_roots", [])  # custom runtimes' system roots Kindling made
+        self.lang_mounts: dict[str, str] = {}  # prefix → its overlay (kindling.sandbox.layout.mount_langs)
         self.uid: int = doc["uid"]
         self.gid: int = doc["gid"]
         self.pool: int = doc["pool"]
@@ -209,7 +210,7 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object) -> 
 
 def _pivot(cfg: Config, root: str, spec: dict, out_fd: int) -> None:
     layout.check(spec, cfg.langs, cfg.system_roots)
-    layout.put_in(root, spec, _bind)
+    layout.put_in(root, spec, _bind, cfg.lang_mounts)
     _bind(spec["task_root"], root + TASK_ROOT)
     linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={int(spec['tmp_mb'])}m,mode=0700,uid={cfg.uid},gid={cfg.gid}")

@@ -104,6 +104,7 @@ class Spawner:
         self.pidfds: dict[int, int] = {}  # a clone's host PID → a pidfd that says when it exits
         self.unreported: dict[int, float] = {}  # exited clones whose status their template has yet to say
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        cfg.lang_mounts = layout.mount_langs(cfg.langs, os.path.join(os.path.dirname(cfg.mount_point), "sandbox-lang"))
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)

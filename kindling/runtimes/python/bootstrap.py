@@ -853,6 +853,7 @@ def main():
     if zygote:  # a runtime waiting, before any init, to be forked for a function: what returns is one
         import kindling_template
         kindling_template.serve(control, zygote=True)
+        control = None  # (a clone: the zygote's socket is closed)
         global _LOG_FORMAT_JSON, _LOG_LEVEL
         _LOG_FORMAT_JSON, _LOG_LEVEL = _log_settings()
 
