@@ -36,6 +36,12 @@ COREUTILS = (
     "sleep sort split stat stdbuf stty sum sync tac tail tee test timeout touch tr true truncate tsort tty uname "
     "unexpand uniq unlink users vdir wc who whoami yes").split()
 PROGRAMS = ("bash", *COREUTILS, "curl", "grep", "sed", "tar", "gzip", "gunzip", "zcat", "find", "xargs")
+# All of glibc (not only what those programs load), and the C and C++ runtime support libraries: native code a
+# custom runtime brings (say awslambdaric's C++ extension) needs them, and Amazon Linux has them.
+LIBRARIES = ("libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1",
+             "libresolv.so.2", "libanl.so.1", "libnss_files.so.2", "libnss_dns.so.2", "libmvec.so.1",
+             "libBrokenLocale.so.1", "libthread_db.so.1", "libcrypt.so.1", "libz.so.1", "libgcc_s.so.1",
+             "libstdc++.so.6")
 TREES = ("/usr/lib/locale/C.utf8", "/usr/share/ca-certificates")  # C.UTF-8; what /etc/ssl/certs links point to
 
 
@@ -46,7 +52,10 @@ def build(code_root: Path) -> str | None:
         programs = [p for name in PROGRAMS if (p := shutil.which(name, path="/usr/bin:/bin"))]
         if not any(p.endswith("/bash") for p in programs):
             raise OSError("no bash on this host")
-        needed = sorted(set(programs) | _libraries(programs))
+        libs = _libraries(programs)
+        libc_dir = next((os.path.dirname(p) for p in libs if os.path.basename(p) == "libc.so.6"), "/usr/lib")
+        extra = [p for name in LIBRARIES if os.path.exists(p := os.path.join(libc_dir, name))]
+        needed = sorted(set(programs) | libs | set(extra) | _libraries(extra))
         manifest = hashlib.sha256(json.dumps([(p, _stamp(p)) for p in needed + list(TREES)]).encode()).hexdigest()
         try:
             if json.loads((dest / MARKER).read_text())["manifest"] == manifest:
