@@ -3,8 +3,9 @@
 Lambda's provided.* runtimes are Amazon Linux with little more than bash (also as /bin/sh), coreutils, curl,
 glibc and the CA certificates: AWS's tutorial ``bootstrap`` (``set -euo pipefail``, curl) runs there, and there
 is no Python. The host's /usr is Debian's (dash as /bin/sh, its own python3), so custom runtimes get their own
-/usr instead, assembled once from the host's own files: those programs and the libraries the dynamic loader says
-they need (``ldd``), copied with their symlinks into ``.system-root/usr`` of the code store.
+/usr instead, assembled once from the host's own files: those programs and the libraries they need (read from
+their ELF dynamic sections, as ``ldd`` would say), copied with their symlinks into ``.system-root/usr`` of the
+code store.
 
 Why a copy, there: the code store is a filesystem of its own (kindling.store.code_volume), so a bind from it
 shows no host path in /proc/self/mountinfo, and it persists with the data dir, so this is done once (~30 MB, a
@@ -16,11 +17,12 @@ are symlinks into /usr on a merged-/usr host such as Debian 12, so they follow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -52,16 +54,15 @@ def build(code_root: Path) -> str | None:
         programs = [p for name in PROGRAMS if (p := shutil.which(name, path="/usr/bin:/bin"))]
         if not any(p.endswith("/bash") for p in programs):
             raise OSError("no bash on this host")
-        libs = _libraries(programs)
-        libc_dir = next((os.path.dirname(p) for p in libs if os.path.basename(p) == "libc.so.6"), "/usr/lib")
-        extra = [p for name in LIBRARIES if os.path.exists(p := os.path.join(libc_dir, name))]
-        needed = sorted(set(programs) | libs | set(extra) | _libraries(extra))
-        manifest = hashlib.sha256(json.dumps([(p, _stamp(p)) for p in needed + list(TREES)]).encode()).hexdigest()
-        try:
-            if json.loads((dest / MARKER).read_text())["manifest"] == manifest:
+        try:  # up to date: the same programs, and every file it was made from unchanged (a few hundred stats)
+            marker = json.loads((dest / MARKER).read_text())
+            if marker["programs"] == programs and all(_stamp(p) == tuple(s) for p, s in marker["sources"].items()):
                 return str(dest)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             pass
+        cache = _ld_cache()
+        extra = [p for name in LIBRARIES if (p := cache.get(name))]
+        needed = _closure(programs + extra, cache)
         tmp = Path(code_root) / f".tmp-system-root-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "usr" / "bin").mkdir(parents=True)
@@ -73,13 +74,14 @@ def build(code_root: Path) -> str | None:
                 shutil.copytree(tree, str(tmp) + tree, symlinks=True, dirs_exist_ok=True)
         for d, _, _ in os.walk(tmp):
             os.chmod(d, 0o755)
-        (tmp / MARKER).write_text(json.dumps({"manifest": manifest, "programs": programs}))
+        sources = {p: _stamp(p) for p in needed + [t for t in TREES if os.path.isdir(t)]}
+        (tmp / MARKER).write_text(json.dumps({"programs": programs, "sources": sources}))
         os.chmod(tmp / MARKER, 0o644)
         shutil.rmtree(dest, ignore_errors=True)
         os.rename(tmp, dest)
         log.info("custom runtimes' system root assembled (%d programs and their libraries)", len(programs))
         return str(dest)
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
         log.warning("no minimal system root for provided.* runtimes (%s): they see the host's /usr", exc)
         return None
 
@@ -92,17 +94,67 @@ def _stamp(path: str) -> tuple[int, int]:
     return (st.st_size, st.st_mtime_ns)
 
 
-def _libraries(programs: list[str]) -> set[str]:
-    """Every shared library (and the loader) the programs load, as the loader names them."""
-    out = subprocess.run(["ldd", *programs], capture_output=True, text=True, timeout=30, check=False).stdout
-    found = set()
-    for line in out.splitlines():
-        parts = line.split()
-        if "=>" in parts and len(parts) > parts.index("=>") + 1 and parts[parts.index("=>") + 1].startswith("/"):
-            found.add(parts[parts.index("=>") + 1])
-        elif parts and parts[0].startswith("/") and not parts[0].endswith(":"):
-            found.add(parts[0])  # the loader: /lib64/ld-linux-x86-64.so.2
+ARCH_TAG = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(platform.machine(), "")
+
+
+def _ld_cache() -> dict[str, str]:
+    """Library name → path, as the dynamic loader finds it (``ldconfig -p``: one process, a few ms)."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30, check=False).stdout
+    found: dict[str, str] = {}
+    for line in out.splitlines()[1:]:
+        name, _, rest = line.strip().partition(" (")
+        tags, _, path = rest.partition(") => ")
+        if path and name not in found and (ARCH_TAG in tags.split(",") or not ARCH_TAG):
+            found[name] = path.strip()
     return found
+
+
+def _closure(files: list[str], cache: dict[str, str]) -> list[str]:
+    """``files``, their ELF interpreter and every shared library they need, transitively (read from their dynamic
+    sections: running ``ldd`` on a hundred programs takes seconds)."""
+    seen: set[str] = set()
+    todo = list(files)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        interp, needed = _elf_needs(path)
+        for dep in ([interp] if interp else []) + [cache[n] for n in needed if n in cache]:
+            if dep not in seen:
+                todo.append(dep)
+    return sorted(seen)
+
+
+def _elf_needs(path: str) -> tuple[str | None, list[str]]:
+    """(PT_INTERP, DT_NEEDED names) of a 64-bit little-endian ELF file; (None, []) for anything else (scripts)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x7fELF\x02\x01":
+        return None, []
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, dynamic, interp = [], None, None
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == 2:
+            dynamic = (p_offset, p_filesz)
+        elif p_type == 3:
+            interp = data[p_offset:p_offset + p_filesz].split(b"\0")[0].decode()
+    if dynamic is None:
+        return interp, []
+    names, strtab = [], 0
+    for at in range(dynamic[0], dynamic[0] + dynamic[1], 16):
+        tag, val = struct.unpack_from("<qQ", data, at)
+        if tag == 0:
+            break
+        if tag == 1:
+            names.append(val)
+        elif tag == 5:
+            strtab = next((off + val - vaddr for vaddr, off, size in loads if vaddr <= val < vaddr + size), 0)
+    return interp, [data[strtab + n:data.index(b"\0", strtab + n)].decode() for n in names]
 
 
 def _take(path: str, dest: Path, depth: int = 0) -> None:
