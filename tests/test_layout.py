@@ -92,6 +92,31 @@ def _owner(path):
     return {"user": user, "group": group, "mode": oct(st.st_mode & 0o7777)}
 
 
+def _stale_bytecode():
+    """Modules loaded from /var/lang or /var/runtime whose cached bytecode did not match their source (so they were
+    compiled at import: environments cannot write caches), and the bootstrap's own code cache."""
+    import importlib.util, struct
+    import boto3  # noqa: F401 - the SDK the runtime carries, compiled ahead by Kindling
+    stale = []
+    for m in list(sys.modules.values()):
+        src = getattr(m, "__file__", None) or ""
+        if not src.endswith(".py") or not src.startswith(("/var/lang/", "/var/runtime/")) or m.__name__ == "__main__":
+            continue
+        try:
+            with open(importlib.util.cache_from_source(src), "rb") as f:
+                flags, mtime, size = struct.unpack("<III", f.read(16)[4:])
+            st = os.stat(src)
+            if flags or mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+                stale.append(src)
+        except OSError:
+            stale.append(src)
+    st = os.stat("/var/runtime/bootstrap.py")
+    with open(importlib.util.cache_from_source("/var/runtime/bootstrap.body.py"), "rb") as f:
+        if f.read(64)[len(importlib.util.MAGIC_NUMBER):].split(b"\n")[0] != b"%d:%d" % (st.st_mtime_ns, st.st_size):
+            stale.append("bootstrap body")
+    return stale
+
+
 def handler(event, context):
     try:
         json.loads("{")
@@ -107,7 +132,7 @@ def handler(event, context):
         "os_release": open("/etc/os-release").read(),
         "limits": {n: list(resource.getrlimit(v)) for n, v in LIMITS.items()},
         "mountinfo": open("/proc/self/mountinfo").read(), "cmdline": open("/proc/self/cmdline").read(),
-        "zygote": "kindling_template" in sys.modules,
+        "zygote": "kindling_template" in sys.modules, "stale_bytecode": _stale_bytecode(),
     }
 '''
 AL2023 = 'NAME="Amazon Linux"\nVERSION="2023"'
@@ -128,7 +153,7 @@ def check_python_environment(got: dict, name: str, init_type: str = "on-demand")
     assert got["path"][0] == "/var/task" and "/var/runtime" in got["path"]
     assert "/var/lang/lib/python3.12" in got["path"]
     assert all(p.startswith(("/var/task", "/opt", "/var/runtime", "/var/lang")) for p in got["path"]), got["path"]
-    assert got["frames"][0] == "/var/task/handler.py"
+    assert got["frames"][0] == "/var/task/handler.py", got["stale_bytecode"]
     assert got["frames"][-1] == "/var/lang/lib/python3.12/json/decoder.py", got["frames"]
     assert all(f.startswith(("/var/", "<")) or not f for f in got["frames"] + got["module_files"]), got["frames"]
     assert "/var/lang/bin/python3.12" in got["cmdline"]
@@ -142,6 +167,7 @@ def check_python_environment(got: dict, name: str, init_type: str = "on-demand")
     assert got["me"] == ["sbx_user1051", "/home/sbx_user1051", "/sbin/nologin"]
     assert got["os_release"].startswith(AL2023)
     assert got["limits"] == LIMITS
+    assert got["stale_bytecode"] == []  # the precompiled stdlib, SDK and bootstrap caches hit
 
 
 def _invoke(lam, name: str, **event: object) -> tuple[dict, str]:
