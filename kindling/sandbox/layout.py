@@ -96,8 +96,8 @@ def mount_langs(langs: list[str], base: str) -> dict[str, str]:
     out, here = {}, os.getcwd()
     for i, lang in enumerate(langs):
         d = f"{base}/{i}"
-        os.makedirs(d + "/empty")
-        os.makedirs(d + "/mnt")
+        for sub in ("", "/empty", "/mnt"):  # private, as the whole data dir (the overlay's root is the prefix's)
+            os.makedirs(d + sub, mode=0o700, exist_ok=True)
         os.symlink(lang, d + "/lang")
         try:
             os.chdir(d)  # overlayfs keeps (and shows) the lower directories as given: "lang", "empty"
