@@ -100,7 +100,8 @@ def _stale_bytecode():
     stale = []
     for m in list(sys.modules.values()):
         src = getattr(m, "__file__", None) or ""
-        if not src.endswith(".py") or not src.startswith(("/var/lang/", "/var/runtime/")) or m.__name__ == "__main__":
+        if not src.endswith(".py") or not src.startswith(("/var/lang/", "/var/runtime/")) or \
+                m.__name__ in ("__main__", "kindling_template"):  # (imported by a zygote, off the cold start)
             continue
         try:
             with open(importlib.util.cache_from_source(src), "rb") as f:

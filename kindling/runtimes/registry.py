@@ -18,7 +18,6 @@ from pathlib import Path
 from kindling.runtimes import sdk
 
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
-TEMPLATE = BOOTSTRAP.parent / "kindling_template.py"
 PROVIDED = ("provided.al2", "provided.al2023")
 PYTHONS = tuple(f"python3.{minor}" for minor in range(9, 14))
 # Runtimes Lambda no longer lets anyone create or update functions with.
@@ -74,13 +73,10 @@ class Runtimes:
                 continue
             tag = "cpython-" + runtime.removeprefix("python").replace(".", "")
             cache = BOOTSTRAP.parent / "__pycache__" / f"bootstrap.body.{tag}.pyc"
-            if not cache.exists() or cache.stat().st_mtime < BOOTSTRAP.stat().st_mtime:
-                subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-            cache = TEMPLATE.parent / "__pycache__" / f"{TEMPLATE.stem}.{tag}.pyc"  # imported by zygotes, templates
-            if not cache.exists() or cache.stat().st_mtime < TEMPLATE.stat().st_mtime:
-                subprocess.run([interpreter, "-s", "-m", "py_compile", str(TEMPLATE)], check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            if cache.exists() and cache.stat().st_mtime >= BOOTSTRAP.stat().st_mtime:
+                continue
+            subprocess.run([interpreter, "-s", str(BOOTSTRAP), "--precompile"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         sdk.precompile({r: i for r in PYTHONS if (i := self.interpreter(r)) is not None})
 
     def prefixes(self) -> list[str]:
