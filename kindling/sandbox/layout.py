@@ -89,10 +89,15 @@ def mount_langs(langs: list[str], base: str) -> dict[str, str]:
     (the prefix itself where overlayfs is not available: then mountinfo shows its path)."""
     if not langs:
         return {}
-    linux.unshare(linux.CLONE_NEWNS)
-    linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base, mode=0o700)
+    try:
+        linux.unshare(linux.CLONE_NEWNS)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base, mode=0o700)
+    except OSError as exc:
+        print(f"kindling spawner: no overlays of the interpreters ({exc}): environments' mountinfo shows their paths",
+              file=sys.stderr)
+        return {lang: lang for lang in langs}
     out, here = {}, os.getcwd()
     for i, lang in enumerate(langs):
         d = f"{base}/{i}"
