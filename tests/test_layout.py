@@ -10,12 +10,14 @@ bootstrap).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import resource
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -381,10 +383,7 @@ def test_zip_modes_give_no_privilege_and_links_do_not_escape(lam) -> None:
     assert got["write"] in ("Read-only file system", "Permission denied")
     lam.delete_function(FunctionName=name)
     # And a symlink pointing out of the code is refused at upload, as before
-    buf = make_zip({"app.py": HOSTILE_CHECK})
-    import io
-    import zipfile
-    bio = io.BytesIO(buf)
+    bio = io.BytesIO(make_zip({"app.py": HOSTILE_CHECK}))
     with zipfile.ZipFile(bio, "a") as zf:
         info = zipfile.ZipInfo("out")
         info.create_system = 3
