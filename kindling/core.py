@@ -21,6 +21,7 @@ from kindling.observability.log_limits import LogLimits
 from kindling.observability.logs import LogStore
 from kindling.observability.logs_service import LogsService
 from kindling.queue.service import EventQueue
+from kindling.runtimes import layout, system_root
 from kindling.runtimes.registry import PYTHONS, Runtimes
 from kindling.sandbox import make_backend
 from kindling.sandbox.environment import ExecutionEnvironment
@@ -67,7 +68,8 @@ class Kindling:
         self.aliases = AliasService(self.functions)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool, settings.network,
-                                    exposed_ports(settings.host, settings.port, self.service_endpoints))
+                                    exposed_ports(settings.host, settings.port, self.service_endpoints),
+                                    lambda: system_root.build(self.code.root))  # custom runtimes' root
         counter = Counter(settings.concurrency_limit)
         # AWS_ENDPOINT_URL_<SERVICE>: the SDKs inside functions call Kindling, and the operator's endpoints
         environ = base_environment(settings.region) | endpoints.environment(
@@ -101,8 +103,11 @@ class Kindling:
         empty = self.code.root / ".empty"  # on the code store's own filesystem: its bind shows no host path
         empty.mkdir(exist_ok=True)
         empty.chmod(0o755)  # the zygote's task root: its runtime, an unprivileged user, starts in it
-        argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir) for r in PYTHONS if runtimes.available(r)}
-        self.scheduler.templates.start_zygotes(argv, str(empty), str(self.code.root))
+        found = [r for r in PYTHONS if runtimes.available(r)]
+        lang_dir = self.backend.lang_dir
+        argv = {r: runtimes.command(r, "/var/task", self.backend.runtime_dir, lang_dir) for r in found}
+        where = {r: layout.spec(r, runtimes.lang(r) if lang_dir else None, None) for r in found}
+        self.scheduler.templates.start_zygotes(argv, str(empty), str(self.code.root), where)
 
     async def start(self) -> None:
         tracing.configure(self.settings.otlp_endpoint)

@@ -131,7 +131,7 @@ def test_dev_shm_is_each_environments_own(hostile_server, bystander):
     b, seen = _zygote_clone(lam, SHM)
     # Then it sees nothing of A's, and nor does the zygote they were both forked from
     assert not [f for f in seen["shm"] if f.startswith(secret)]
-    zygotes = _processes_with_env(b"_KINDLING_ZYGOTE_FD=")
+    zygotes = _controlled(4)
     assert zygotes
     for pid in zygotes:
         try:
@@ -151,16 +151,18 @@ def test_dev_shm_is_each_environments_own(hostile_server, bystander):
     bystander.check()
 
 
-def _processes_with_env(marker: bytes) -> list[int]:
+def _controlled(fd: int, among: list[int] | None = None) -> list[int]:
+    """Kindling runtimes holding the spawner's control socket at ``fd`` (3: a template, 4: a zygote; no variable
+    says so), without their clones (children of one, which may hold another socket there)."""
     out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if marker in (d / "environ").read_bytes():
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
+    for pid in among if among is not None else [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]:
+        try:
+            if b"bootstrap.py" in Path(f"/proc/{pid}/cmdline").read_bytes() and \
+                    os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                out.append(pid)
+        except OSError:
+            pass
+    return [p for p in out if _parent(p) not in out]
 
 
 # -- 2. a clone is checked from outside before it is used ----------------------------------------------------
@@ -171,7 +173,18 @@ def handler(event, context):
     return {"status": _status(), "type": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
             "stream": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
 '''
-IN_TEMPLATE = 'if os.environ.get("_KINDLING_TEMPLATE_FD"):\n    import kindling_template, time\n'
+IN_TEMPLATE = '''
+def _in_template():  # a template's runtime holds the spawner's control socket (SOCK_SEQPACKET) at fd 3
+    import socket
+    try:
+        s = socket.socket(fileno=os.dup(3))
+    except OSError:
+        return False
+    with s:
+        return s.type == socket.SOCK_SEQPACKET
+if _in_template():
+    import kindling_template, time
+'''
 KEEP_PRIVILEGES = {
     # Kindling's clone set-up, in the template's memory, made a no-op: clones keep what the template holds
     "no-op": "    kindling_template._drop_privileges = lambda bpf: None\n"
@@ -230,7 +243,7 @@ def test_init_that_disables_the_privilege_drop_gets_no_clone(hostile_server, bys
 # -- 3. the spawner never waits on, or believes, a template --------------------------------------------------
 TALKS = {
     # a message the spawner never expects
-    "garbage": "    os.write(int(os.environ['_KINDLING_TEMPLATE_FD']), b'\\\\xff{\"cloned\": \"x\"}')\n",
+    "garbage": "    os.write(3, b'\\\\xff{\"cloned\": \"x\"}')\n",
     # says it is ready, then answers with messages that look right, without end (bounded here to 20 s)
     "endless": "    import socket\n"
                "    def serve(fd, zygote=False):\n"
@@ -350,9 +363,7 @@ def test_an_idle_template_and_what_its_init_left_running_get_no_cpu(hostile_serv
     assert burners, "the template's init did not run"
     _clones(lam, name, 1)  # the template is ready and has made clones
     time.sleep(0.5)
-    forks = [p for p in _find(f"AWS_LAMBDA_FUNCTION_NAME={name}".encode(), "environ")
-             if b"_KINDLING_TEMPLATE_FD=" in Path(f"/proc/{p}/environ").read_bytes()]
-    templates = [p for p in forks if _parent(p) not in forks]  # not its clones, which inherit its variables
+    templates = _controlled(3, _find(f"AWS_LAMBDA_FUNCTION_NAME={name}".encode(), "environ"))
     assert templates
     # When the template is idle for a second
     before = {pid: _cpu_ticks(pid) for pid in burners + templates}

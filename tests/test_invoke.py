@@ -327,20 +327,41 @@ def _installed_package_files(*dists: str) -> dict[str, bytes]:
     return files
 
 
-def test_awslambdaric_runs_unmodified_as_the_runtime_client(lam, create_function):
-    # Given a custom runtime whose bootstrap starts the official runtime interface client from PyPI
+def _python_files(version: str) -> dict[str, bytes]:
+    """A Python a custom runtime brings in its zip (provided.* has none, as on Lambda): the interpreter, its
+    shared library and its standard library (without tests and tools), under python/."""
     from kindling.runtimes.registry import Runtimes
 
-    python = Runtimes().interpreter(f"python3.{sys.version_info.minor}")
-    bootstrap = f'#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec {python} -m awslambdaric "$_HANDLER"\n'
-    files = {**_installed_package_files("awslambdaric", "simplejson", "snapshot-restore-py"),
+    interpreter = Runtimes().interpreter(f"python{version}")
+    assert interpreter is not None
+    prefix = Path(interpreter).resolve().parent.parent
+    skip = {"test", "idlelib", "tkinter", "ensurepip", "lib2to3", "turtledemo", "__pycache__", "site-packages"}
+    files = {f"python/bin/python{version}": Path(interpreter).read_bytes()}
+    for lib in prefix.glob(f"lib/libpython{version}*.so*"):
+        files[f"python/lib/{lib.name}"] = lib.read_bytes()
+    stdlib = prefix / "lib" / f"python{version}"
+    for path in stdlib.rglob("*"):
+        rel = path.relative_to(stdlib)
+        if path.is_file() and not skip & set(rel.parts) and not rel.parts[0].startswith("config-"):
+            files[f"python/lib/python{version}/{rel}"] = path.read_bytes()
+    return files
+
+
+def test_awslambdaric_runs_unmodified_as_the_runtime_client(lam, create_function):
+    # Given a custom runtime that brings its own Python, whose bootstrap starts the official runtime interface
+    # client from PyPI
+    version = f"3.{sys.version_info.minor}"
+    bootstrap = ('#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT" LD_LIBRARY_PATH="$LAMBDA_TASK_ROOT/python/lib"\n'
+                 f'exec "$LAMBDA_TASK_ROOT/python/bin/python{version}" -m awslambdaric "$_HANDLER"\n')
+    files = {**_installed_package_files("awslambdaric", "simplejson", "snapshot-restore-py"), **_python_files(version),
              "bootstrap": bootstrap, "app.py": CONTEXT}
-    zip_bytes = make_zip(files, modes={"bootstrap": 0o755})
+    modes = {"bootstrap": 0o755, f"python/bin/python{version}": 0o755}
+    zip_bytes = make_zip(files, modes=modes)
     fn = create_function(Runtime="provided.al2023", Handler="app.handler", Code={"ZipFile": zip_bytes})
     name = fn["FunctionName"]
     # When it is invoked twice, Then it answers through Kindling's Runtime API with the right context
-    out, ctx = call(lam, name, {"a": 1})
-    assert "FunctionError" not in out, ctx
+    out, ctx = call(lam, name, {"a": 1}, LogType="Tail")
+    assert "FunctionError" not in out, base64.b64decode(out["LogResult"]).decode()
     assert ctx["function_name"] == name and ctx["invoked_function_arn"] == fn["FunctionArn"]
     assert ctx["aws_request_id"] == out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     assert 0 < ctx["remaining"] <= 3000
@@ -348,8 +369,7 @@ def test_awslambdaric_runs_unmodified_as_the_runtime_client(lam, create_function
     assert again["env"]["AWS_LAMBDA_LOG_STREAM_NAME"] == ctx["env"]["AWS_LAMBDA_LOG_STREAM_NAME"]  # warm
     # And a handler error comes back in AWS's shape
     lam.update_function_code(FunctionName=name, ZipFile=make_zip(
-        {**files, "app.py": 'def handler(event, context):\n    raise ValueError("ric fails")\n'},
-        modes={"bootstrap": 0o755}))
+        {**files, "app.py": 'def handler(event, context):\n    raise ValueError("ric fails")\n'}, modes=modes))
     out, body = call(lam, name, {})
     assert out["FunctionError"] == "Unhandled"
     assert body["errorType"] == "ValueError" and body["errorMessage"] == "ric fails"

@@ -12,7 +12,8 @@ from kindling.images.store import split_key
 from kindling.invoke import routing
 from kindling.invoke.payload import check_json
 from kindling.observability import invocation, tracing
-from kindling.runtimes.registry import BOOTSTRAP, exec_wrapper
+from kindling.runtimes import layout
+from kindling.runtimes.registry import BOOTSTRAP
 from kindling.sandbox.environment import FunctionVersion, InvokeRequest
 from kindling.scheduler.pool import Scheduler
 from kindling.store.functions import FunctionRecord
@@ -38,12 +39,13 @@ class InvokeService:
             fv = self._image_version(rec)
         if fv is None:
             task_root = str(self.functions.code.task_root(rec.code_key))
-            backend = self.scheduler.backend
-            argv = tuple(self.functions.runtimes.command(rec.config["Runtime"], backend.task_root or task_root,
-                                                         backend.runtime_dir, None, exec_wrapper(rec.config),
-                                                         int(rec.config["MemorySize"])))
+            backend, runtimes, runtime = self.scheduler.backend, self.functions.runtimes, rec.config["Runtime"]
+            argv = tuple(runtimes.command(runtime, backend.task_root or task_root, backend.runtime_dir,
+                                          backend.lang_dir, layout.wrapper(rec.config), int(rec.config["MemorySize"])))
+            where = layout.spec(runtime, runtimes.lang(runtime) if backend.lang_dir else None, backend.system_root)
             egress = self.functions.vpcs.egress(rec.config.get("VpcConfig"))  # None unless in a VPC
-            fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress)
+            fv = FunctionVersion(rec.name, rec.version, rec.config["FunctionArn"], rec.config, task_root, argv, egress,
+                                 where, layout.entrypoint_error(runtime, task_root))
             self._versions = {k: v for k, v in self._versions.items() if k[:2] != key[:2]}
             self._versions[key] = fv
         return fv
@@ -111,14 +113,5 @@ class InvokeService:
 
 
 def base_environment(region: str) -> dict[str, str]:
-    """What every environment gets before its function's own variables, as Lambda sets it."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-        "LANG": "en_US.UTF-8",
-        "LC_CTYPE": "C.UTF-8",
-        "TZ": ":UTC",
-        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "SHLVL": "0",
-    }
+    """What every environment of this server gets (its runtime's own variables: kindling.runtimes.layout)."""
+    return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region}

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from kindling.runtimes import node, sdk
 
@@ -56,9 +55,9 @@ class Runtimes:
     def command(self, runtime: str, task_root: str, runtime_dir: str, lang_dir: str | None = None,
                 wrapper: str | None = None, memory_mb: int = 128) -> list[str]:
         """argv that starts the runtime, with paths as the execution environment sees them: the interpreter at
-        ``lang_dir``/bin when the environment sees its prefix there, else at its host path. ``wrapper``
-        (AWS_LAMBDA_EXEC_WRAPPER, managed runtimes): the start command becomes its arguments, as on Lambda.
-        ``memory_mb``: the function's MemorySize, which Node's heap is sized from."""
+        ``lang_dir``/bin when the environment sees its prefix there (kindling.runtimes.layout), else at its host
+        path. ``wrapper`` (AWS_LAMBDA_EXEC_WRAPPER, managed runtimes only): the runtime's start command becomes
+        its arguments, as on Lambda. ``memory_mb``: the function's MemorySize, which Node's heap is sized from."""
         if runtime in PROVIDED:
             return [os.path.join(task_root, "bootstrap")]
         interpreter = self.interpreter(runtime)
@@ -73,6 +72,11 @@ class Runtimes:
             # -s: no user site; the function's code and /opt/python come via PYTHONPATH as on Lambda.
             argv = [interpreter, "-s", os.path.join(runtime_dir, BOOTSTRAP.name)]
         return [wrapper, *argv] if wrapper else argv
+
+    def lang(self, runtime: str) -> str | None:
+        """The install prefix of ``runtime``'s interpreter on the host (seen at /var/lang inside), if any."""
+        interpreter = self.interpreter(runtime)
+        return str(Path(interpreter).resolve().parent.parent) if interpreter else None
 
     def precompile(self) -> None:
         """Compile the bootstrap's code cache (and the bytecode of the AWS SDK the runtimes carry) for every
@@ -92,17 +96,8 @@ class Runtimes:
         node.install_runtime(BOOTSTRAP.parent)
 
     def prefixes(self) -> list[str]:
-        """Install prefixes of every interpreter found: environments see them read-only."""
-        found = (self.interpreter(r) for r in PYTHONS + NODES + tuple(self.explicit))
-        return [str(Path(p).resolve().parent.parent) for p in found if p]
-
-
-def exec_wrapper(config: dict[str, Any]) -> str | None:
-    """The function's AWS_LAMBDA_EXEC_WRAPPER, for the Node.js runtimes. (Python's zygotes and templates start
-    without the function's argv: a wrapper there needs them to start fresh, which the layout's change does.)"""
-    if config.get("Runtime") not in NODES:
-        return None
-    return ((config.get("Environment") or {}).get("Variables") or {}).get(node.WRAPPER) or None
+        """Install prefixes of every interpreter found: the only directories a spec may bind at /var/lang."""
+        return sorted({p for r in PYTHONS + NODES + tuple(self.explicit) if (p := self.lang(r))})
 
 
 @cache

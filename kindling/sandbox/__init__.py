@@ -41,9 +41,11 @@ class Backend(Protocol):
     name: str
     task_root: str | None  # where the code is seen inside; None: at its host path
     runtime_dir: str
+    lang_dir: str | None  # where the interpreter's prefix is seen inside (/var/lang); None: at its host path
+    system_root: str | None  # custom runtimes' minimal system root (kindling.runtimes.system_root), if any
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int, egress: list[dict] | None = None) -> Sandbox: ...
+                    tmp_mb: int, egress: list[dict] | None = None, layout: dict | None = None) -> Sandbox: ...
 
     def close(self) -> None: ...
 
@@ -64,7 +66,8 @@ def missing_for_isolation() -> list[str]:
 
 def make_backend(mode: str, data_dir: Path, runtime_dir: str, interpreter_prefixes: list[str],
                  uid: int, gid: int, pool: int, network: str = "none",
-                 exposed: dict[int, tuple[str, int]] | None = None) -> Backend:
+                 exposed: dict[int, tuple[str, int]] | None = None,
+                 system_root: Callable[[], str | None] = lambda: None) -> Backend:
     from kindling.sandbox.process import ProcessBackend
 
     if mode == "process":
@@ -88,4 +91,5 @@ def make_backend(mode: str, data_dir: Path, runtime_dir: str, interpreter_prefix
         log.warning("network=%s is not possible here (%s): execution environments get loopback and their "
                     "Runtime API only (network=none)", network, why)
         network = "none"
-    return IsolatedBackend(data_dir, runtime_dir, interpreter_prefixes, uid, gid, pool, network, exposed)
+    return IsolatedBackend(data_dir, runtime_dir, interpreter_prefixes, uid, gid, pool, network, exposed,
+                           system_root())

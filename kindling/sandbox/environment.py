@@ -28,6 +28,7 @@ from kindling.observability.log_format import LogFormat
 from kindling.observability.logs import LogStore, LogStream, stream_name
 from kindling.runtime_api import server as runtime_api
 from kindling.runtime_api.server import Invocation
+from kindling.runtimes import layout
 from kindling.sandbox import Backend, Sandbox
 
 INIT_TIMEOUT = 10.0  # Lambda's limit for the init phase of an on-demand environment
@@ -60,6 +61,9 @@ class FunctionVersion:
     # What its environments may reach, for a function in a VPC (kindling.network.vpc): a list of egress
     # rules {"cidr", "protocol", "from_port", "to_port"}; None: the server's default policy.
     egress: list[dict[str, Any]] | None = None
+    # Where its runtime's files come from (kindling.runtimes.layout.spec: /var/lang, the system root, os-release).
+    layout: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    entrypoint_error: str | None = None  # why its runtime cannot start (a custom runtime's missing bootstrap)
     image: ImageRun | None = None  # a container-image function's root, command and ENV (kindling.images.run)
 
     @functools.cached_property
@@ -155,7 +159,8 @@ class ExecutionEnvironment:
                                                     image=self.fn.image.spawn_spec())  # type: ignore[call-arg]
         else:
             self.process = await self.backend.spawn(self.id, list(self.fn.argv), self._environment(),
-                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress)
+                                                    self.fn.task_root, memory, tmp, egress=self.fn.egress,
+                                                    layout=self.fn.layout)
         loop.add_reader(self.process.output_fd, self._read_output)
         self.process.watch(loop, self._exited)
         self.server = await runtime_api.serve(self.process.listener, self,
@@ -165,7 +170,11 @@ class ExecutionEnvironment:
         c = self.fn.config
         task_root = self.backend.task_root or self.fn.task_root
         env = dict(self.base_env)
-        env.update(self.fn.image.env if self.fn.image is not None else {})  # an image's ENV, under Lambda's
+        if self.fn.image is not None:  # an image's ENV, under Lambda's
+            env.update(self.fn.image.env)
+            env.update({"LAMBDA_TASK_ROOT": task_root, "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir})
+        else:
+            env.update(layout.variables(c["Runtime"], task_root, self.backend.runtime_dir))
         env.update({
             "_HANDLER": c.get("Handler") or "",
             "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
@@ -174,11 +183,6 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log.name,
             "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{c.get('Runtime')}",
-            "LAMBDA_TASK_ROOT": task_root,
-            "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir,
-            "PYTHONPATH": self.backend.runtime_dir,
-            "PWD": task_root,
         })
         env.update(self.log_format.environment())
         env.update(self._credentials())
@@ -241,7 +245,10 @@ class ExecutionEnvironment:
                 reason = reason.replace("signal: kill", "signal: killed")
             else:
                 reason = f"Runtime exited with error: exit status {code}"
-            if not (proc is not None and proc.out_of_memory()):
+            if self.fn.entrypoint_error and not self.initialized.is_set():  # its exec failed, as Lambda says it
+                self._fail("Runtime.InvalidEntrypoint",
+                           f"RequestId: {self._current.request_id} Error: {self.fn.entrypoint_error}")
+            elif not (proc is not None and proc.out_of_memory()):
                 self._fail("Runtime.ExitError", f"RequestId: {self._current.request_id} Error: {reason}")
         if proc is not None:
             proc.close()

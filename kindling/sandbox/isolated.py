@@ -27,6 +27,7 @@ from pathlib import Path
 from kindling import network
 from kindling.network.plane import nameservers
 from kindling.sandbox.cgroups import Cgroup, remove_stale
+from kindling.sandbox.layout import LANG_DIR
 from kindling.sandbox.peak_memory import PeakMemory
 from kindling.sandbox.spawner import MSG, RUNTIME_DIR, TASK_ROOT
 
@@ -46,9 +47,14 @@ class IsolatedBackend:
     name = "isolated"
     task_root: str | None = TASK_ROOT
     runtime_dir = RUNTIME_DIR
+    lang_dir: str | None = LANG_DIR
 
-    def __init__(self, data_dir: Path, host_runtime_dir: str, extra_ro: list[str], uid: int, gid: int,
-                 pool: int = 2, network_mode: str = "none", exposed: dict[int, tuple[str, int]] | None = None) -> None:
+    def __init__(self, data_dir: Path, host_runtime_dir: str, langs: list[str], uid: int, gid: int,
+                 pool: int = 2, network_mode: str = "none", exposed: dict[int, tuple[str, int]] | None = None,
+                 system_root: str | None = None) -> None:
+        """``langs``: the interpreter prefixes environments may see at /var/lang; ``system_root``: the custom
+        runtimes' system root (the spawner binds nothing else there)."""
+        self.system_root = system_root
         instance = instance_of(data_dir)
         remove_stale(instance + "-")
         mount_point = data_dir / "sandbox-root"
@@ -58,8 +64,9 @@ class IsolatedBackend:
                                         pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                         umask=0o022)  # what it writes into environments' roots is for them to read
         theirs.close()
-        ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir,
-                              "extra_ro": sorted(set(extra_ro)), "uid": uid, "gid": gid, "pool": pool,
+        ours.send(json.dumps({"mount_point": str(mount_point), "runtime_dir": host_runtime_dir, "extra_ro": [],
+                              "langs": sorted(set(langs)), "system_roots": [system_root] if system_root else [],
+                              "uid": uid, "gid": gid, "pool": pool,
                               "instance": instance, "network": network_mode, "exposed": exposed or {},
                               "nameservers": nameservers() if network_mode == "internet" else [],
                               "images_dir": str(data_dir.resolve() / "code" / ".images"),
@@ -187,19 +194,23 @@ class IsolatedBackend:
         return IsolatedSandbox(self, doc["pid"], Cgroup(doc["cgroup"], create=False), fds[0], read_fd, memory_mb)
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int, egress: list[dict] | None = None, image: dict | None = None) -> IsolatedSandbox:
+                    tmp_mb: int, egress: list[dict] | None = None, layout: dict | None = None,
+                    image: dict | None = None) -> IsolatedSandbox:
+        """``layout``: /var/lang, the system root and /etc/os-release (kindling.runtimes.layout.spec); ``image``:
+        a container image's root and working directory (image_root, cwd) instead."""
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
-        spec = {"op": "spawn", "argv": argv, "env": env, "task_root": host_task_root, "memory_mb": memory_mb,
-                "tmp_mb": tmp_mb, "egress": egress, **(image or {})}  # image: image_root, cwd
+        spec = {**(layout or {}), "op": "spawn", "argv": argv, "env": env, "task_root": host_task_root,
+                "memory_mb": memory_mb, "tmp_mb": tmp_mb, "egress": egress, **(image or {})}
         return await self._environment(spec, memory_mb)
 
     async def template(self, template_id: str, argv: list[str], env: dict[str, str], host_task_root: str,
                        memory_mb: int, tmp_mb: int, output_fd: int, zygote: bool = False,
-                       code_root: str = "", egress: list[dict] | None = None) -> None:
+                       code_root: str = "", egress: list[dict] | None = None, layout: dict | None = None) -> None:
         """Start an initialized template (init runs now), or a zygote (a runtime before any init);
         returns once it is ready to be cloned."""
         env = {**env, "AWS_LAMBDA_RUNTIME_API": IsolatedSandbox.runtime_api}
-        spec = {"op": "template", "template": template_id, "argv": argv, "env": env, "task_root": host_task_root,
+        spec = {**(layout or {}), "op": "template", "template": template_id, "argv": argv, "env": env,
+                "task_root": host_task_root,
                 "memory_mb": memory_mb, "tmp_mb": tmp_mb, "zygote": zygote, "code_root": code_root, "egress": egress}
         await self._ask(spec, [output_fd])
 

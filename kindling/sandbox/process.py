@@ -20,12 +20,14 @@ from collections.abc import Callable
 class ProcessBackend:
     name = "process"
     task_root: str | None = None  # the host path: environments see the host's file system
+    lang_dir: str | None = None  # interpreters at their host paths too
+    system_root: str | None = None
 
     def __init__(self, host_runtime_dir: str) -> None:
         self.runtime_dir = host_runtime_dir
 
     async def spawn(self, env_id: str, argv: list[str], env: dict[str, str], host_task_root: str, memory_mb: int,
-                    tmp_mb: int, egress: list[dict] | None = None) -> ProcessSandbox:
+                    tmp_mb: int, egress: list[dict] | None = None, layout: dict | None = None) -> ProcessSandbox:
         # The host's network as it is: no plane, no egress rules (``egress`` is not enforced here).
         return ProcessSandbox(argv, env, host_task_root)
 

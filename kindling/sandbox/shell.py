@@ -19,19 +19,15 @@ import socket
 import uuid
 
 from kindling.network import RUNTIME_API_ADDRESS, RUNTIME_API_PORT
-from kindling.sandbox import image_root, linux
+from kindling.sandbox import image_root, layout, linux
 from kindling.sandbox.cgroups import Cgroup
+from kindling.sandbox.layout import GROUP, PASSWD, RUNTIME_DIR, SYSTEM_DIRS, TASK_ROOT
 from kindling.sandbox.tmp_storage import attach as attach_tmp
 
 RUNTIME_API = (RUNTIME_API_ADDRESS, RUNTIME_API_PORT)  # on the environment's loopback (kindling.network.veth)
 IP_FREEBIND = 15  # bind to the Runtime API's address before the spawner has put it on the loopback
-TASK_ROOT = "/var/task"
-RUNTIME_DIR = "/var/runtime"
-SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 ETC_BINDS = ("/etc/ld.so.cache", "/etc/ssl", "/etc/alternatives", "/etc/ca-certificates")
 DEVICES = ("null", "zero", "full", "random", "urandom")
-PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{uid}:{gid}::/tmp:/sbin/nologin\n"
-GROUP = "root:x:0:\nsbx_user1051:x:{gid}:\n"
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 RO = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
 MSG = 1 << 16
@@ -43,6 +39,9 @@ class Config:
         self.mount_point: str = doc["mount_point"]  # an empty directory to build roots on (in private mounts)
         self.runtime_dir: str = doc["runtime_dir"]
         self.extra_ro: list[str] = doc["extra_ro"]
+        self.langs: list[str] = doc.get("langs", [])  # interpreter prefixes a spec may bind at /var/lang
+        self.system_roots: list[str] = doc.get("system_roots", [])  # custom runtimes' system roots Kindling made
+        self.lang_mounts: dict[str, str] = {}  # prefix → its overlay (kindling.sandbox.layout.mount_langs)
         self.uid: int = doc["uid"]
         self.gid: int = doc["gid"]
         self.pool: int = doc["pool"]
@@ -180,7 +179,7 @@ def _assemble_root(cfg: Config, root: str) -> None:
     for d in cfg.extra_ro:
         _bind(d, root + d)
     _bind(cfg.runtime_dir, root + RUNTIME_DIR)
-    for d in ("/opt", "/etc", "/dev", "/tmp", "/proc", TASK_ROOT):
+    for d in ("/opt", "/etc", "/dev", "/tmp", "/proc", TASK_ROOT, layout.LANG_DIR):
         os.makedirs(root + d, exist_ok=True)
     for name, text in (("passwd", PASSWD), ("group", GROUP), ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
                        ("resolv.conf", "".join(f"nameserver {ns}\n" for ns in cfg.nameservers)),
@@ -210,6 +209,7 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object, tmp
     else:
         _pivot(cfg, root, spec, out_fd, tmp_fd)
     os.closerange(3, 65536)
+    layout.set_limits()
     linux.drop_bounding_set()
     os.setgroups([])
     os.setresgid(cfg.gid, cfg.gid, cfg.gid)
@@ -218,6 +218,8 @@ def _enter(cfg: Config, root: str, spec: dict, out_fd: int, sfilter: object, tmp
 
 
 def _pivot(cfg: Config, root: str, spec: dict, out_fd: int, tmp_fd: int = -1) -> None:
+    layout.check(spec, cfg.langs, cfg.system_roots)
+    layout.put_in(root, spec, _bind, cfg.lang_mounts)
     _bind(spec["task_root"], root + TASK_ROOT)
     _mount_tmp(cfg, root + "/tmp", int(spec["tmp_mb"]), tmp_fd)
     os.makedirs(root + "/.old")

@@ -39,7 +39,7 @@ from pathlib import Path
 import pyseccomp
 
 from kindling.network.plane import Plane
-from kindling.sandbox import linux, seccomp, verify
+from kindling.sandbox import layout, linux, seccomp, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, RUNTIME_API, RUNTIME_DIR, TASK_ROOT, Config, Shell, _close
 from kindling.sandbox.template import CLONE_NEWUSER, Spare, Template
@@ -109,6 +109,7 @@ class Spawner:
         self.pidfds: dict[int, int] = {}  # a clone's host PID → a pidfd that says when it exits
         self.unreported: dict[int, float] = {}  # exited clones whose status their template has yet to say
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        cfg.lang_mounts = layout.mount_langs(cfg.langs, os.path.join(os.path.dirname(cfg.mount_point), "sandbox-lang"))
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -191,6 +192,7 @@ class Spawner:
         return shell
 
     def spawn(self, spec: dict, out_fd: int) -> None:
+        layout.check(spec, self.cfg.langs, self.cfg.system_roots)  # before a shell is used up
         shell = self.pool.pop(0) if self.pool else self.shell()
         try:
             self.plane.restrict(shell.pid, spec.get("egress"))
@@ -209,6 +211,11 @@ class Spawner:
 
     # -- templates: everything they say is checked, nothing they do is waited on ---------------------------
     def template(self, spec: dict, out_fd: int) -> None:
+        try:
+            layout.check(spec, self.cfg.langs, self.cfg.system_roots)
+        except layout.LayoutError:
+            os.close(out_fd)
+            raise
         old = self.templates.pop(spec["template"], None)
         if old is not None:
             self.drop_template(old)

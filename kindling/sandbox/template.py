@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from kindling.sandbox import linux, verify
+from kindling.sandbox import layout, linux, verify
 from kindling.sandbox.cgroups import Cgroup
 from kindling.sandbox.shell import MSG, SHM_MB, Config, _bind, _close, _exec, _pivot, _sandbox
 
@@ -35,6 +35,7 @@ SPARE_DEADLINE = 3.0  # seconds a template has to make a clone that passes the c
 CHECK_GRACE = 0.25  # seconds a clone has to pass once it said it dropped (its template's helper may be exiting)
 SETUP_FAILED = b"kindling: set-up failed: "
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
+TEMPLATE_FD, ZYGOTE_FD = 3, 4  # where a template's (or a zygote's) runtime finds its control socket
 
 
 class Spare:
@@ -327,10 +328,18 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
         if ctl.recv(MSG) != b"ok":
             os._exit(126)
         linux.drop_bounding_set(keep=CAPS)
-        keep = ctl.fileno()
+        # The runtime finds its control socket at a fixed descriptor, which also says what it is (no variable:
+        # the function's code must see none of Kindling's own).
+        keep = ZYGOTE_FD if spec.get("zygote") else TEMPLATE_FD
+        fd = ctl.detach()
+        if fd != keep:
+            os.dup2(fd, keep)
+            os.close(fd)
+        ctl = socket.socket(fileno=keep)
         os.set_inheritable(keep, True)
         os.closerange(3, keep)
         os.closerange(keep + 1, 65536)
+        layout.set_limits()
         linux.prctl(PR_SET_KEEPCAPS, 1)
         os.setgroups([])
         os.setresgid(cfg.gid, cfg.gid, cfg.gid)
@@ -338,8 +347,6 @@ def _template_main(cfg: Config, tfilter: object, cgroup: Cgroup, ctl: socket.soc
         linux.capset(sum(1 << c for c in CAPS))
         for cap in CAPS:
             linux.prctl_ambient_raise(cap)
-        mode = "_KINDLING_ZYGOTE_FD" if spec.get("zygote") else "_KINDLING_TEMPLATE_FD"
-        spec = {**spec, "env": {**spec["env"], mode: str(keep)}}
         _exec(spec, tfilter)
     except BaseException as exc:
         try:

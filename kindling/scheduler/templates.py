@@ -21,6 +21,7 @@ from collections import defaultdict
 
 from kindling.observability.logs import LogStore
 from kindling.observability.metrics import TEMPLATE_REJECTED
+from kindling.runtimes import layout
 from kindling.sandbox import Backend
 from kindling.sandbox.environment import INIT_TIMEOUT, ExecutionEnvironment, FunctionVersion
 from kindling.sandbox.verify import REJECTED
@@ -42,22 +43,25 @@ class Templates:
         self.generation: dict[tuple[str, str], int] = defaultdict(int)
         self.zygotes: dict[str, str] = {}  # runtime → a ready zygote: that runtime, before any init
 
-    def start_zygotes(self, runtimes: dict[str, list[str]], empty_dir: str, code_root: str) -> None:
-        """Start a zygote for each runtime (name → argv), in the background: first cold starts fork from them."""
+    def start_zygotes(self, runtimes: dict[str, list[str]], empty_dir: str, code_root: str,
+                      layouts: dict[str, dict] | None = None) -> None:
+        """Start a zygote for each runtime (name → argv; ``layouts``: name → its spec's layout keys), in the
+        background: first cold starts fork from them."""
         if self.mode == "off" or not hasattr(self.backend, "template"):
             return
         for runtime, argv in runtimes.items():
-            asyncio.get_running_loop().create_task(self._make_zygote(runtime, argv, empty_dir, code_root))
+            where = (layouts or {}).get(runtime, {})
+            asyncio.get_running_loop().create_task(self._make_zygote(runtime, argv, empty_dir, code_root, where))
 
-    async def _make_zygote(self, runtime: str, argv: list[str], empty_dir: str, code_root: str) -> None:
+    async def _make_zygote(self, runtime: str, argv: list[str], empty_dir: str, code_root: str,
+                           where: dict) -> None:
         tid = f"zygote-{runtime}-{uuid.uuid4().hex[:8]}"
-        env = {**self.base_env, "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}", "LAMBDA_TASK_ROOT": "/var/task",
-               "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir, "PYTHONPATH": self.backend.runtime_dir}
+        env = {**self.base_env, **layout.variables(runtime, "/var/task", self.backend.runtime_dir)}
         try:
             with open(os.devnull, "wb") as null:
                 await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
-                    tid, argv, env, empty_dir, 10240, 512, os.dup(null.fileno()), zygote=True, code_root=code_root),
-                    INIT_TIMEOUT)
+                    tid, argv, env, empty_dir, 10240, 512, os.dup(null.fileno()), zygote=True, code_root=code_root,
+                    layout=where), INIT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             _count_rejection(exc)
             log.warning("no zygote for %s (%s): its first cold starts start fresh interpreters", runtime, exc)
@@ -67,7 +71,7 @@ class Templates:
 
     def zygote(self, fn: FunctionVersion) -> str | None:
         """A zygote for ``fn``'s runtime, unless templates are off for it."""
-        if self.mode == "off":
+        if self.mode == "off" or layout.wrapper(fn.config):  # a wrapper starts its runtime: init as it says
             return None
         return self.zygotes.get(str(fn.config.get("Runtime")))
 
@@ -91,6 +95,8 @@ class Templates:
             return False
         if not str(fn.config.get("Runtime", "")).startswith("python"):
             return False  # a template is Kindling's own runtime, waiting after init
+        if layout.wrapper(fn.config):
+            return False  # AWS_LAMBDA_EXEC_WRAPPER: its runtime starts through the wrapper, fresh every time
         if fn.version == "$LATEST":
             return self.mode == "on"
         return (fn.config.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions"
@@ -137,7 +143,7 @@ class Templates:
         try:
             await asyncio.wait_for(self.backend.template(  # type: ignore[attr-defined]
                 tid, list(fn.argv), shape._environment(), fn.task_root, int(c["MemorySize"]),
-                int(c["EphemeralStorage"]["Size"]), write_fd, egress=fn.egress), INIT_TIMEOUT)
+                int(c["EphemeralStorage"]["Size"]), write_fd, egress=fn.egress, layout=fn.layout), INIT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
             _count_rejection(exc)
             log.info("no template for %s:%s (%s); its cold starts start fresh interpreters", fn.name, fn.version, exc)

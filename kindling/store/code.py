@@ -9,9 +9,11 @@ limit is checked on the declared sizes before anything is inflated, and again on
 streamed. At most ``MAX_ENTRIES`` entries; only stored/deflated, unencrypted entries. Names that are
 absolute or contain ``..`` are rejected, as are duplicate names. Symlinks (Unix mode S_IFLNK) are kept
 as symlinks when their target is relative and, once the whole tree is extracted, resolves inside the
-task root; any other symlink rejects the zip. Nothing is ever written through a symlink. Files keep
-their executable bit (0o555, else 0o444); directories become 0o555: environments read the trees through
-bind mounts, while ``root`` (0710, or 0700) keeps everyone else out. Zips are 0400.
+task root; any other symlink rejects the zip. Nothing is ever written through a symlink. Files keep the
+read and execute bits their zip gives them, plus read for everyone (as Lambda, which needs code readable), and
+never set-id, sticky or write bits (``file_mode``); a file without Unix modes is 0o444. They are owned by root,
+as on Lambda. Directories become 0o555: environments read the trees through bind mounts, while ``root``
+(0710, or 0700) keeps everyone else out. Zips are 0400.
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ def _extract(data: bytes, dest: Path) -> None:
                 os.symlink(_link_target(zf, info), path)
                 links.append(path)
             else:
-                budget -= _copy(zf, info, path, 0o555 if mode & 0o111 else 0o444, budget)
+                budget -= _copy(zf, info, path, file_mode(mode if info.create_system == 3 else 0), budget)
     base = os.path.realpath(dest)
     for link in links:  # checked on the finished tree: a later link can redirect an earlier one
         if os.path.commonpath([base, os.path.realpath(link)]) != base:
@@ -276,6 +278,12 @@ def _extract(data: bytes, dest: Path) -> None:
     for d in dirs:
         os.chmod(dest / d, 0o555)
     os.chmod(dest, 0o555)
+
+
+def file_mode(zip_mode: int) -> int:
+    """A file's mode from its zip's: its read and execute bits kept (0o744 stays executable by its owner only, as
+    on Lambda), read added for everyone; no write, set-id or sticky bit, whatever the zip says."""
+    return (zip_mode & 0o555) | 0o444
 
 
 def _safe_name(name: str) -> str:

@@ -832,16 +832,29 @@ def _fatal(code, msg):
     os._exit(code)
 
 
+def _control_socket():
+    """(fd, zygote?) of the spawner's control socket when this runtime is a template (fd 3) or a zygote (fd 4)
+    (kindling/sandbox/template.py); (None, False) for an ordinary environment, which starts with fds 0-2 only."""
+    for fd, zygote in ((3, False), (4, True)):
+        try:
+            if os.fstat(fd).st_mode & 0o170000 == 0o140000:  # S_IFSOCK
+                return fd, zygote
+        except OSError:
+            pass
+    return None, False
+
+
 def main():
     global _request_id, _tenant_id
     _signal.signal(_signal.SIGTERM, _on_sigterm)
     sys.stdout = _Unbuffered(sys.stdout)
     sys.stderr = _Unbuffered(sys.stderr)
 
-    zygote_fd = os.environ.get("_KINDLING_ZYGOTE_FD")
-    if zygote_fd:  # a runtime waiting, before any init, to be forked for a function: what returns is one
+    control, zygote = _control_socket()
+    if zygote:  # a runtime waiting, before any init, to be forked for a function: what returns is one
         import kindling_template
-        kindling_template.serve(int(zygote_fd), zygote=True)
+        kindling_template.serve(control, zygote=True)
+        control = None  # (a clone: the zygote's socket is closed)
         global _LOG_FORMAT_JSON, _LOG_LEVEL
         _LOG_FORMAT_JSON, _LOG_LEVEL = _log_settings()
 
@@ -886,10 +899,9 @@ def main():
         sys.stdout.flush()
         os._exit(1)
 
-    template_fd = env.get("_KINDLING_TEMPLATE_FD")
-    if template_fd:  # a template: wait to be forked; what returns is a new environment
+    if control is not None:  # a template: wait to be forked; what returns is a new environment
         import kindling_template
-        kindling_template.serve(int(template_fd))
+        kindling_template.serve(control)
 
     next_path = _API_PREFIX + "invocation/next"
     environ = os.environ

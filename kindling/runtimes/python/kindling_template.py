@@ -1,9 +1,10 @@
 """Template mode of Kindling's Python runtime: an initialized runtime that execution environments fork from.
 
-The bootstrap imports the handler (init) and, when ``_KINDLING_TEMPLATE_FD`` is
-set, calls ``serve``: the ``snapshot_restore_py`` before-snapshot hooks run, and
-the process waits on its control socket. For each request it forks a clone in a
-new PID namespace; the clone makes its own mount, network, IPC and UTS
+The bootstrap imports the handler (init) and, when it finds the spawner's control
+socket at fd 3 (fd 4: a zygote, before init), calls ``serve``: the
+``snapshot_restore_py`` before-snapshot hooks run, and the process waits on
+its control socket. For each request it forks a clone in a new PID namespace;
+the clone makes its own mount, network, IPC and UTS
 namespaces, mounts its own /tmp and /proc, opens its Runtime API socket
 (169.254.100.1:9001; the spawner gives its network namespace that address and
 its veth from outside) and hands it over (with its credentials, so the spawner learns its host PID), mounts
