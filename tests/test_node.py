@@ -332,17 +332,12 @@ def test_environment_matches_the_recorded_introspection(lam, node_function) -> N
                          MemorySize=1024, Environment={"Variables": {"TEST_KEY": "TEST_VAL"}})
     body, error, _ = invoke(lam, name)
     ours = body["environment"]
-    # Documented differences (docs/runtimes-node.md): the layout's variables (/var/lang on PATH and LD_LIBRARY_PATH,
-    # the X-Ray daemon's address) come with the layout helper's kindling.runtimes.layout; Kindling adds its service
-    # endpoints (AWS_ENDPOINT_URL_*) and LC_CTYPE; PYTHONPATH is set for every runtime until the layout's variables.
-    layout_owned = {"PATH", "LD_LIBRARY_PATH", "AWS_XRAY_CONTEXT_MISSING", "AWS_XRAY_DAEMON_ADDRESS",
-                    "_AWS_XRAY_DAEMON_ADDRESS", "_AWS_XRAY_DAEMON_PORT"}
-    extra_allowed = {"LC_CTYPE", "PYTHONPATH"}
-    missing = set(expected["environment"]) - set(ours) - layout_owned
+    # Documented differences (docs/runtimes.md): Kindling adds its service endpoints (AWS_ENDPOINT_URL_*); nothing else
+    missing = set(expected["environment"]) - set(ours)
     extra = {k for k in set(ours) - set(expected["environment"]) if not k.startswith("AWS_ENDPOINT_URL")}
     assert not missing, missing
-    assert extra <= extra_allowed, extra
-    same = {k: v for k, v in expected["environment"].items() if k in ours and k not in layout_owned}
+    assert not extra, extra
+    same = {k: v for k, v in expected["environment"].items() if k in ours}
     assert_like({k: ours[k] for k in same}, same)
 
 
