@@ -119,13 +119,13 @@ def _snapshot(data_dir: Path) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for root, dirs, files in os.walk(data_dir):
         rel = Path(root).relative_to(data_dir)
-        if rel.parts[:1] == ("logs",):
+        if rel.parts[:1] in (("logs",), ("tmp-storage",)):  # (environments' /tmp images come and go)
             dirs[:] = []
             continue
         for entry in dirs + files:
             path = Path(root) / entry
             st = path.lstat()
-            live = entry.startswith("kindling.db") or (rel == Path(".") and entry == "logs")  # these change
+            live = entry.startswith("kindling.db") or (rel == Path(".") and entry in ("logs", "tmp-storage"))
             out[str(rel / entry)] = (st.st_ino,) if live else (st.st_ino, st.st_size, st.st_mtime_ns)
     return out
 
@@ -260,6 +260,8 @@ def test_a_fault_of_the_dispatcher_is_counted_backed_off_and_bounded(tmp_path: P
             code = {"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return e\n"})}
             k.functions.create({"FunctionName": "faulty", "Runtime": "python3.12", "Role": ROLE,
                                 "Handler": "app.handler", "Code": code})
+            while k.functions.store.get("faulty").config["State"] == "Pending":  # (Active in a moment)
+                await asyncio.sleep(0.01)
             k.events.configs.put({"FunctionName": "faulty", "MaximumRetryAttempts": 1, "DestinationConfig": {
                 "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:failures"}}})
             for tree in k.functions.code.root.iterdir():

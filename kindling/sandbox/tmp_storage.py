@@ -150,7 +150,7 @@ def _identity(fd: int) -> tuple[int, int]:
 def _sparse_copy(src: str, dst: str, size: int) -> None:
     """Copy the parts of ``src`` that hold data (an empty ext4 is a few hundred KB of them); the rest stays
     holes."""
-    with open(src, "rb") as s, open(dst, "wb") as d:
+    with open(src, "rb") as s, open(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as d:
         d.truncate(size)
         at = 0
         while True:
@@ -290,8 +290,8 @@ class TmpStorage:
 
     def _mkfs(self, image: str, blocks: int, master: bool = False) -> None:
         try:
-            with open(image, "wb") as f:
-                f.truncate(blocks * BLOCK)
+            with open(os.open(image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # private, as the
+                f.truncate(blocks * BLOCK)                                                       # whole data dir
             subprocess.run([*MKFS, "-E", f"root_owner={self.uid}:{self.gid}", image, str(blocks)], check=True,
                            timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if master:  # as a tmpfs /tmp was: the function's user's alone, and empty (no lost+found)
