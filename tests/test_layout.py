@@ -44,7 +44,7 @@ SHAPES = {
     "AWS_LAMBDA_LOG_STREAM_NAME": r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}",
     "_X_AMZN_TRACE_ID": r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=[01](;Lineage=\S+)?",
 }
-# Documented exceptions (docs/runtimes-layout.md):
+# Documented exceptions (docs/runtimes.md):
 # - AWS_ENDPOINT_URL_<SERVICE>: Kindling's own, so that the SDKs inside call Kindling, not AWS;
 # - AWS_LAMBDA_INITIALIZATION_TYPE is "snap-start" in a template's clone (docs/templates.md);
 # - provided.al2's recording has AWS_LAMBDA_RUNTIME_API 127.0.0.1:9001 and the X-Ray daemon at 169.254.79.129
@@ -140,7 +140,7 @@ def handler(event, context):
 '''
 AL2023 = 'NAME="Amazon Linux"\nVERSION="2023"'
 UNLIMITED = -1  # resource.RLIM_INFINITY
-# Lambda's limits (docs/runtimes-layout.md): 1,024 descriptors, 8 MB stack, 64 KiB locked memory. Deliberately
+# Lambda's limits (docs/runtimes.md): 1,024 descriptors, 8 MB stack, 64 KiB locked memory. Deliberately
 # different: no core dumps; RLIMIT_NPROC unlimited (a host-wide per-user count; the pids cgroup holds 1,024).
 # (A host that caps RLIMIT_NPROC without granting CAP_SYS_RESOURCE, as a container may, keeps its cap.)
 NPROC = resource.getrlimit(resource.RLIMIT_NPROC)[1]

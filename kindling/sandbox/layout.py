@@ -31,13 +31,13 @@ RUNTIME_DIR = "/var/runtime"
 
 # What the environment's user database knows: root (who owns the code, as on Lambda), the function's user, and
 # nobody (the overflow id: in a template's or zygote's clones, which run in a user namespace where the host's root
-# is not mapped, root-owned files show as 65534; see docs/runtimes-layout.md).
+# is not mapped, root-owned files show as 65534; see docs/runtimes.md).
 PASSWD = ("root:x:0:0:root:/root:/bin/bash\nsbx_user1051:x:{uid}:{gid}::/home/sbx_user1051:/sbin/nologin\n"
           "nobody:x:65534:65534:Kernel Overflow User:/:/sbin/nologin\n")
 GROUP = "root:x:0:\nsbx_user1051:x:{gid}:\nnobody:x:65534:\n"
 
 # The Amazon Linux each Lambda runtime is based on, as its /etc/os-release says it (AL2023's and AL2's own text).
-# Underneath it is Kindling on the host's system (Debian here): docs/runtimes-layout.md says what differs.
+# Underneath it is Kindling on the host's system (Debian here): docs/runtimes.md says what differs.
 OS_RELEASE = {
     "al2023": ('NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
                'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023"\nANSI_COLOR="0;33"\n'
