@@ -98,7 +98,8 @@ def test_reserved_zero_throttles_every_invoke(lam, create_function):
 def test_reserved_one_throttles_the_second_concurrent_invoke(lam, create_function):
     name = create_function(SLOW, Timeout=10)["FunctionName"]
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-    first, second = concurrently(lambda: invoke(lam, name, sleep=1.0), lambda: invoke(lam, name), gap=0.3)
+    # (the first call has 1 s to be in flight, cold start included, before the second: a loaded machine needs it)
+    first, second = concurrently(lambda: invoke(lam, name, sleep=2.5), lambda: invoke(lam, name), gap=1.0)
     assert isinstance(first, str)
     assert isinstance(second, ClientError)
     assert second.response["Error"]["Code"] == "TooManyRequestsException"

@@ -84,9 +84,13 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
         return {"add": {"rule": {"family": family, "table": t, "chain": chain_name, "expr": list(expr)}}}
 
     drop, accept = {"drop": None}, {"accept": None}
-    # What the host refuses, it refuses at once (an ICMP "administratively prohibited": EHOSTUNREACH), so that a
-    # client fails fast: an SDK looking for credentials at 169.254.169.254 would otherwise wait seconds.
-    refuse = {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
+    # What the host refuses, it refuses at once, so that a client fails fast: an SDK looking for credentials at
+    # 169.254.169.254 would otherwise wait seconds. TCP gets a reset (ECONNREFUSED): the kernel rate-limits the ICMP
+    # errors it sends to one address (icmp_ratelimit), so under a burst an ICMP refusal would sometimes be a timeout.
+    # Anything else gets an ICMP "administratively prohibited" (EHOSTUNREACH).
+    def refusing(family: str, chain_name: str, *expr: dict) -> list[dict]:
+        return [rule(family, chain_name, *expr, _m(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}),
+                rule(family, chain_name, *expr, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}})]
     cmds: list[dict[str, Any]] = [
         {"add": {"table": {"family": "bridge", "name": t}}},
         {"add": {"set": {"family": "bridge", "table": t, "name": "slots",
@@ -121,19 +125,19 @@ def install(instance: str, bridge: str, ports: str, block: ipaddress.IPv4Network
     link_local = {"prefix": {"addr": "169.254.0.0", "len": 16}}
     cmds += [
         rule("inet", "in", here, _m({"ct": {"key": "status"}}, "dnat", "in"), accept),
-        rule("inet", "in", here, refuse),  # the host itself: its loopback services, its addresses, the bridge's
+        *refusing("inet", "in", here),  # the host itself: its loopback services, its addresses, the bridge's
         rule("inet", "fwd", _m(_meta("oifname"), b), _m({"ct": {"key": "state"}}, ["established", "related"], "in"),
              accept),
         rule("inet", "fwd", _m(_meta("oifname"), b), drop),  # nothing new into an environment
         rule("inet", "fwd", here, _m(_meta("nfproto"), "ipv6"), drop),
-        rule("inet", "fwd", here, _m(_p("ip", "daddr"), link_local), refuse),  # e.g. 169.254.169.254
+        *refusing("inet", "fwd", here, _m(_p("ip", "daddr"), link_local)),  # e.g. 169.254.169.254
         rule("inet", "fwd", here, _m({"ct": {"key": "state"}}, "new", "in"),
              {"set": {"op": "add", "elem": _p("ip", "saddr"), "set": "@conns",
                       "stmt": [{"ct count": {"val": MAX_CONNECTIONS, "inv": True}}]}}, drop),
         rule("inet", "fwd", here, {"vmap": {"key": _p("ip", "saddr"), "data": "@egress"}}),
     ]
     if mode != "internet":
-        cmds.append(rule("inet", "fwd", here, refuse))
+        cmds += refusing("inet", "fwd", here)
     cmds.append(rule("inet", "post", _m(_p("ip", "saddr"), _net(block)), _m(_meta("oifname"), b, "!="),
                      {"masquerade": None}))
     run(cmds)
