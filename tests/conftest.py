@@ -184,7 +184,12 @@ def create_function(lam):  # noqa: ANN001, ANN201
         return out
 
     yield create
-    for name in made:
+    delete_functions(lam, made)
+
+
+def delete_functions(lam, names: list[str]) -> None:  # noqa: ANN001 - a botocore client
+    """Delete the functions a test made, those it deleted itself included."""
+    for name in names:
         try:
             lam.delete_function(FunctionName=name)
         except lam.exceptions.ResourceNotFoundException:

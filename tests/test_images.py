@@ -27,7 +27,7 @@ import pytest
 
 from kindling.images.unpack import Budget, InvalidImage, Root, apply_layer, finish
 from tests.adversarial import Bystander
-from tests.conftest import ROLE, Server, free_port, make_zip, unique
+from tests.conftest import ROLE, Server, delete_functions, free_port, make_zip, unique
 from tests.oci_images import busybox_image, busybox_layer, index_layout, info, layer, write_layout
 
 ECR = "000000000000.dkr.ecr.us-east-1.amazonaws.com"  # mapped to OCI layouts on disk
@@ -159,11 +159,7 @@ def image_function(lam):  # noqa: ANN001, ANN201
         return out
 
     yield create
-    for name in made:
-        try:
-            lam.delete_function(FunctionName=name)
-        except lam.exceptions.ResourceNotFoundException:
-            pass
+    delete_functions(lam, made)
 
 
 def settled(lam, name: str, timeout: float = 30) -> dict:  # noqa: ANN001

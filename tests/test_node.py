@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.adversarial import Bystander
-from tests.conftest import ROLE, Server, make_zip, unique
+from tests.conftest import ROLE, Server, delete_functions, make_zip, unique
 from tests.recorded import assert_like, recorded
 
 RUNTIME = "nodejs20.x"
@@ -53,11 +53,7 @@ def node_function(lam):  # noqa: ANN001, ANN201
         return name
 
     yield create
-    for name in made:
-        try:
-            lam.delete_function(FunctionName=name)
-        except lam.exceptions.ResourceNotFoundException:
-            pass
+    delete_functions(lam, made)
 
 
 def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> tuple[Any, str | None, str]:

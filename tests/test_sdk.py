@@ -25,7 +25,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import ROLE, Server, free_port, make_zip, unique
+from conftest import ROLE, Server, delete_functions, free_port, make_zip, unique
 
 from kindling.network import KINDLING_ADDRESS, exposed_ports
 from kindling.network import endpoints as ep
@@ -231,11 +231,7 @@ def make_fn(host_server: Server, host_lam) -> Iterator:  # noqa: ANN001
         return name
 
     yield create
-    for name in made:
-        try:
-            host_lam.delete_function(FunctionName=name)
-        except host_lam.exceptions.ResourceNotFoundException:
-            pass
+    delete_functions(host_lam, made)
 
 
 def invoke(lam, name: str, event: object = None) -> dict:  # noqa: ANN001
