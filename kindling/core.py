@@ -11,6 +11,7 @@ from kindling.frontend import presign
 from kindling.functions import images
 from kindling.functions.aliases import AliasService
 from kindling.functions.concurrency import ConcurrencyService
+from kindling.functions.permissions import Permissions
 from kindling.functions.provisioned import ProvisionedService
 from kindling.functions.service import FunctionService
 from kindling.iam.service import IAM
@@ -34,6 +35,7 @@ from kindling.store.code import CodeStore
 from kindling.store.concurrency import ConcurrencyStore
 from kindling.store.db import open_engine
 from kindling.store.functions import FunctionStore
+from kindling.store.permissions import PermissionStore
 from kindling.store.provisioned import ProvisionedStore
 
 
@@ -66,6 +68,10 @@ class Kindling:
         ExecutionEnvironment.credentials = self.iam
         self.functions = FunctionService(settings, FunctionStore(self.engine), self.code, runtimes)
         self.aliases = AliasService(self.functions)
+        # resource-based policies (AddPermission...): a deleted version or alias takes its policy with it
+        self.permissions = Permissions(self.functions, PermissionStore(self.engine), self.iam)
+        self.functions.version_listeners.append(self.permissions.version_changed)
+        self.aliases.listeners.append(self.permissions.alias_changed)
         self.backend = make_backend(settings.sandbox, data, RUNTIME_DIR, runtimes.prefixes(), settings.sandbox_uid,
                                     settings.sandbox_gid, settings.sandbox_pool, settings.network,
                                     exposed_ports(settings.host, settings.port, self.service_endpoints),

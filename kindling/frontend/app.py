@@ -183,7 +183,7 @@ class App:
         s = self.k.settings
         action, resource, extra = actions.lambda_request(op, params, s.region, s.account_id)
         context = {**self._context(scope), **extra}
-        self.k.iam.authorize(session, action, resource, context)
+        self.k.permissions.authorize(session, action, resource, context)  # identity OR resource-based policy
         if isinstance(role, str):
             self.k.iam.authorize(session, "iam:PassRole", role, {**context, "iam:passedtoservice": [
                 "lambda.amazonaws.com"]})

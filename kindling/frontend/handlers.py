@@ -75,3 +75,6 @@ HANDLERS.update(ASYNC_HANDLERS)
 from kindling.frontend.provisioned import PROVISIONED_HANDLERS  # noqa: E402  (provisioned concurrency)
 
 HANDLERS.update(PROVISIONED_HANDLERS)
+from kindling.frontend.permissions import PERMISSION_HANDLERS  # noqa: E402  (resource-based policies)
+
+HANDLERS.update(PERMISSION_HANDLERS)

@@ -1,7 +1,8 @@
 """Policy documents: parsed, checked as IAM checks them (MalformedPolicyDocument), normalized for evaluation.
 
-Two grammars share one parser: identity policies (Action and Resource; no Principal) and trust policies
-(Principal and Action; no Resource). Sizes are counted as IAM counts them, without whitespace.
+Three grammars share one parser: identity policies (Action and Resource; no Principal), trust policies
+(Principal and Action; no Resource) and resource-based policies (Principal, Action and Resource). Sizes are
+counted as IAM counts them, without whitespace.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def malformed(message: str) -> errors.LambdaError:
     return errors.MalformedPolicyDocument(message)
 
 
-def parse(text: str, trust: bool = False) -> Policy:
+def parse(text: str, trust: bool = False, resource_based: bool = False) -> Policy:
     """The policy in ``text``, or MalformedPolicyDocument saying what is wrong with it."""
     try:
         doc = json.loads(text, parse_constant=_no_constant)
@@ -66,7 +67,7 @@ def parse(text: str, trust: bool = False) -> Policy:
     if not items or len(items) > MAX_STATEMENTS:
         raise malformed("Syntax errors in policy.")
     budget = [MAX_ITEMS]
-    return Policy(text, tuple(_statement(s, trust, budget) for s in items))
+    return Policy(text, tuple(_statement(s, trust, budget, resource_based) for s in items))
 
 
 def _no_constant(name: str) -> Any:
@@ -83,10 +84,11 @@ def _strings(value: Any, budget: list[int]) -> tuple[str, ...] | None:
     return tuple(items)
 
 
-def _statement(s: Any, trust: bool, budget: list[int]) -> Statement:
+def _statement(s: Any, trust: bool, budget: list[int], resource_based: bool = False) -> Statement:
     if not isinstance(s, dict) or not set(s) <= _FIELDS:
         raise malformed("Syntax errors in policy.")
-    if "Sid" in s and not (isinstance(s["Sid"], str) and re.fullmatch(r"[A-Za-z0-9 ]*", s["Sid"])):
+    sid = r"[A-Za-z0-9_. -]*" if resource_based else r"[A-Za-z0-9 ]*"  # Lambda's statement ids have - _ .
+    if "Sid" in s and not (isinstance(s["Sid"], str) and re.fullmatch(sid, s["Sid"])):
         raise malformed("Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the regular "
                         "expression [0-9A-Za-z]*")
     effect = s.get("Effect")
@@ -114,8 +116,12 @@ def _statement(s: Any, trust: bool, budget: list[int]) -> Statement:
             raise malformed("Missing required field Principal")
         principals = _principals(s[principal_key], budget)
     else:
-        if principal_key is not None:
+        if principal_key is not None and not resource_based:
             raise malformed("Policy document should not specify a principal.")
+        if principal_key is None and resource_based:
+            raise malformed("Missing required field Principal")
+        if principal_key is not None:
+            principals = _principals(s[principal_key], budget)
         if resource_key is None:
             raise malformed("Policy statement must contain resources.")
         resources = _strings(s[resource_key], budget)

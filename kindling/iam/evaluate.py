@@ -56,6 +56,23 @@ def _applies(st: Statement, action: str, resource: str, context: conditions.Cont
     return conditions.holds(st.condition, context) if st.condition else True
 
 
+def decide_for(policy: Policy, principal: Principal, request: Request) -> str:
+    """A resource-based policy's answer for ``principal`` making ``request``: ALLOW, EXPLICIT_DENY or
+    IMPLICIT_DENY (statements whose Principal or NotPrincipal leaves the principal out do not apply)."""
+    allowed = False
+    action = request.action.lower()
+    for st in policy.statements:
+        if st.effect == "Allow" and allowed:
+            continue
+        if _principal_matches(st.principals or {}, principal) == st.not_principal:
+            continue
+        if _applies(st, action, request.resource, request.context):
+            if st.effect == "Deny":
+                return EXPLICIT_DENY
+            allowed = True
+    return ALLOW if allowed else IMPLICIT_DENY
+
+
 def trusts(policy: Policy, principal: Principal, context: conditions.Context | None = None,
            action: str = "sts:AssumeRole") -> bool:
     """Whether a role's trust policy lets ``principal`` perform ``action`` (sts:AssumeRole) on it."""

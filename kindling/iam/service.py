@@ -78,23 +78,29 @@ class IAM:
                 "aws:principaltype": ["AssumedRole"], "aws:userid": [f"{role_id}:{session.session_name}"],
                 "aws:tokenissuetime": [_iso(session.issued)], "aws:multifactorauthpresent": ["false"]}
 
-    def authorize(self, session: Session | None, action: str, resource: str, context: Context) -> None:
+    def decision(self, session: Session, action: str, resource: str, context: Context) -> str:
+        """What the session's identity policies say of ``action`` on ``resource`` (evaluate.ALLOW, ...)."""
+        role = self._role(session.role_arn)
+        if role is None:  # local mode: a role Kindling does not know may do anything
+            return evaluate.IMPLICIT_DENY if self.enforce else evaluate.ALLOW
+        return evaluate.decide(role[1], evaluate.Request(action, resource, {**context, **self.context(session)}))
+
+    def authorize(self, session: Session | None, action: str, resource: str, context: Context,
+                  resource_decision: str = evaluate.IMPLICIT_DENY) -> None:
         """Nothing if ``session`` (None: the operator's key pair) may do ``action`` on ``resource``;
-        AccessDeniedException with IAM's message otherwise."""
+        AccessDeniedException with IAM's message otherwise. ``resource_decision``: what the resource's own
+        policy says (kindling.functions.permissions): within an account, either policy's Allow suffices and
+        either's explicit Deny wins."""
         if session is None:
             return
-        role = self._role(session.role_arn)
-        if role is None:
-            if not self.enforce:
-                return  # local mode: a role Kindling does not know may do anything
-            decision = evaluate.IMPLICIT_DENY
-        else:
-            request = evaluate.Request(action, resource, {**context, **self.context(session)})
-            decision = evaluate.decide(role[1], request)
-        if decision == evaluate.ALLOW:
+        decision = self.decision(session, action, resource, context)
+        if resource_decision == evaluate.EXPLICIT_DENY and decision != evaluate.EXPLICIT_DENY:
+            why = "with an explicit deny in a resource-based policy"
+        elif decision != evaluate.EXPLICIT_DENY and evaluate.ALLOW in (decision, resource_decision):
             return
-        why = ("with an explicit deny in an identity-based policy" if decision == evaluate.EXPLICIT_DENY
-               else f"because no identity-based policy allows the {action} action")
+        else:
+            why = ("with an explicit deny in an identity-based policy" if decision == evaluate.EXPLICIT_DENY
+                   else f"because no identity-based policy allows the {action} action")
         raise errors.NotAuthorized(
             f"User: {session.arn(self.account)} is not authorized to perform: {action} on resource: {resource} {why}")
 
