@@ -269,6 +269,25 @@ def test_revision_ids_as_on_aws(srv: Server, fn: str) -> None:
     assert rev4 != rev and lam.get_policy(FunctionName=fn)["RevisionId"] == rev4
 
 
+def test_a_deleted_function_takes_its_policies_with_it(srv: Server) -> None:
+    lam = srv.client()
+    name = unique("gone")
+    for _ in range(2):
+        lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": make_zip({"app.py": HELLO})})
+        with pytest.raises(ClientError) as e:
+            lam.get_policy(FunctionName=name)
+        assert error(e)[0] == "ResourceNotFoundException"  # the second time round too: nothing left over
+        version = lam.publish_version(FunctionName=name)["Version"]
+        lam.add_permission(FunctionName=name, StatementId="s", Action="lambda:InvokeFunction", Principal="*")
+        lam.add_permission(FunctionName=name, Qualifier=version, StatementId="s", Action="lambda:InvokeFunction",
+                           Principal="*")
+        lam.delete_function(FunctionName=name)
+        with pytest.raises(ClientError) as e:
+            lam.get_policy(FunctionName=name)
+        assert error(e)[:2] == ("ResourceNotFoundException", "The resource you requested does not exist.")
+
+
 # -- Get/Put/DeleteResourcePolicy -----------------------------------------------------------------------------
 def test_resource_policy_operations_share_the_store(srv: Server, fn: str) -> None:
     lam = srv.client()
