@@ -288,6 +288,22 @@ def test_a_deleted_function_takes_its_policies_with_it(srv: Server) -> None:
         assert error(e)[:2] == ("ResourceNotFoundException", "The resource you requested does not exist.")
 
 
+def test_a_policy_change_keeps_warm_environments_warm(srv: Server, fn: str) -> None:
+    """The new RevisionId is no change to the function's code or configuration: no cold start follows."""
+    import base64
+
+    lam = srv.client()
+
+    def tail() -> str:
+        return base64.b64decode(lam.invoke(FunctionName=fn, LogType="Tail")["LogResult"]).decode()
+
+    assert "Init Duration" in tail()
+    lam.add_permission(FunctionName=fn, StatementId="s", Action="lambda:InvokeFunction", Principal="*")
+    assert "Init Duration" not in tail()
+    lam.remove_permission(FunctionName=fn, StatementId="s")
+    assert "Init Duration" not in tail()
+
+
 # -- Get/Put/DeleteResourcePolicy -----------------------------------------------------------------------------
 def test_resource_policy_operations_share_the_store(srv: Server, fn: str) -> None:
     lam = srv.client()
