@@ -517,6 +517,19 @@ def test_another_functions_role_credentials_are_allowed_by_the_resource_policy(s
         lam.add_permission(FunctionName=fn, StatementId="caller", Action="lambda:InvokeFunction", Principal=role)
         assert json.loads(lam.invoke(FunctionName=caller, Payload=event)["Payload"].read()) == \
             {"invoke": {"hello": "world"}}
+        # a role Kindling does not know may do anything in --iam local mode, unless the function's policy denies it
+        unknown = f"arn:aws:iam::{ACCOUNT}:role/{unique('unknown')}"
+        lam.update_function_configuration(FunctionName=caller, Role=unknown)
+        lam.get_waiter("function_updated_v2").wait(FunctionName=caller, WaiterConfig={"Delay": 0.1})
+        assert json.loads(lam.invoke(FunctionName=caller, Payload=event)["Payload"].read()) == \
+            {"invoke": {"hello": "world"}}
+        lam.add_permission(FunctionName=fn, StatementId="everyone", Action="lambda:InvokeFunction", Principal="*")
+        policy = json.loads(lam.get_policy(FunctionName=fn)["Policy"])
+        policy["Statement"].append({"Sid": "not-unknown", "Effect": "Deny", "Principal": {"AWS": unknown},
+                                    "Action": "lambda:InvokeFunction", "Resource": arn(fn)})
+        lam.put_resource_policy(ResourceArn=arn(fn), Policy=json.dumps(policy))
+        assert json.loads(lam.invoke(FunctionName=caller, Payload=event)["Payload"].read()) == \
+            {"error": "AccessDeniedException"}
     finally:
         lam.delete_function(FunctionName=caller)
 
